@@ -1,0 +1,170 @@
+#include <algorithm>
+#include <vector>
+
+#include "cuda_check.h"
+#include "kernels.h"
+
+namespace fi {
+namespace {
+
+// All work of a host thread goes to its own default stream, so worker threads
+// overlap on the GPU instead of queueing behind one another.
+const cudaStream_t kStream = cudaStreamPerThread;
+
+template <int C>
+struct U8Pixels {
+  const uint8_t* p;
+  __device__ void load(int i, float px[C]) const { load_u8<C>(p + static_cast<size_t>(i) * C, px); }
+};
+
+template <int C>
+struct F32Column {
+  const float* p;
+  size_t pitch;  // floats between consecutive rows
+  __device__ void load(int i, float px[C]) const { load_f32<C>(p + i * pitch, px); }
+};
+
+// Grid-stride loops: any grid size covers any image, and the launch below
+// sizes the grid to the device instead of to the image.
+template <int C>
+__global__ void horizontal_kernel(const uint8_t* src, int in_w, int rows, PassView hp, float* tmp) {
+  const size_t n = static_cast<size_t>(rows) * hp.n_out;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const int y = static_cast<int>(i / hp.n_out), x = static_cast<int>(i % hp.n_out);
+    const U8Pixels<C> row{src + static_cast<size_t>(y) * in_w * C};
+    weighted_sum<C>(row, hp.start[x], hp.weights + static_cast<size_t>(x) * hp.taps, hp.taps,
+                    tmp + i * C);
+  }
+}
+
+template <int C>
+__global__ void vertical_kernel(const float* tmp, int w, PassView vp, uint8_t* dst) {
+  const size_t n = static_cast<size_t>(vp.n_out) * w;
+  const size_t pitch = static_cast<size_t>(w) * C;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const int y = static_cast<int>(i / w), x = static_cast<int>(i % w);
+    const F32Column<C> column{tmp + static_cast<size_t>(x) * C, pitch};
+    float acc[C];
+    weighted_sum<C>(column, vp.start[y], vp.weights + static_cast<size_t>(y) * vp.taps, vp.taps, acc);
+    store_u8<C>(acc, dst + i * C);
+  }
+}
+
+__global__ void quantize_kernel(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither) {
+  const size_t n = static_cast<size_t>(d.h) * d.w;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const int y = static_cast<int>(i / d.w), x = static_cast<int>(i % d.w);
+    quantize_pixel(src + i * d.c, dst + i * d.c, d.c, levels, x, y, dither);
+  }
+}
+
+constexpr int kThreads = 256;
+
+int grid_for(size_t items) {
+  static const int max_blocks = [] {
+    int dev = 0, sms = 0;
+    FI_CUDA_CHECK(cudaGetDevice(&dev));
+    FI_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    return sms * 32;  // enough resident blocks to hide memory latency
+  }();
+  const size_t blocks = (items + kThreads - 1) / kThreads;
+  return static_cast<int>(std::max<size_t>(1, std::min<size_t>(blocks, max_blocks)));
+}
+
+template <class T>
+std::shared_ptr<T> device_array(size_t count) {
+  return std::reinterpret_pointer_cast<T>(cuda_alloc(count * sizeof(T)));
+}
+
+// Copies a pass's weight tables to the device; the returned view points there.
+struct DevicePass {
+  std::shared_ptr<int> start;
+  std::shared_ptr<float> weights;
+  PassView view;
+
+  explicit DevicePass(const Pass& p)
+      : start(device_array<int>(p.start.size())), weights(device_array<float>(p.weights.size())) {
+    FI_CUDA_CHECK(cudaMemcpyAsync(start.get(), p.start.data(), p.start.size() * sizeof(int),
+                                  cudaMemcpyHostToDevice, kStream));
+    FI_CUDA_CHECK(cudaMemcpyAsync(weights.get(), p.weights.data(), p.weights.size() * sizeof(float),
+                                  cudaMemcpyHostToDevice, kStream));
+    view = {p.n_in, p.n_out, p.taps, start.get(), weights.get()};
+  }
+};
+
+template <int C>
+void separable(const uint8_t* src, Dims in, uint8_t* dst, const Pass& h, const Pass& v) {
+  const DevicePass hp(h), vp(v);
+  const size_t tmp_items = static_cast<size_t>(in.h) * h.n_out;
+  auto tmp = device_array<float>(tmp_items * C);
+  horizontal_kernel<C><<<grid_for(tmp_items), kThreads, 0, kStream>>>(src, in.w, in.h, hp.view, tmp.get());
+  FI_CUDA_CHECK_LAUNCH();
+  const size_t out_items = static_cast<size_t>(v.n_out) * h.n_out;
+  vertical_kernel<C><<<grid_for(out_items), kThreads, 0, kStream>>>(tmp.get(), h.n_out, vp.view, dst);
+  FI_CUDA_CHECK_LAUNCH();
+  // Kernel faults surface here, at the call that caused them, and the result
+  // is complete before any other thread can see it.
+  FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
+}
+
+}  // namespace
+
+CudaStatus cuda_status() {
+  CudaStatus s;
+  s.compiled = true;
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    s.reason = std::string("the CUDA runtime could not start (") + cudaGetErrorName(err) + ": " +
+               cudaGetErrorString(err) + ")";
+    cudaGetLastError();  // so that no later, unrelated check reports it again
+    return s;
+  }
+  if (count == 0) {
+    s.reason = "no CUDA device found";
+    return s;
+  }
+  cudaDeviceProp prop{};
+  FI_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  s.available = true;
+  s.device = prop.name;
+  return s;
+}
+
+std::shared_ptr<uint8_t> cuda_alloc(size_t bytes) {
+  void* p = nullptr;
+  FI_CUDA_CHECK(cudaMallocAsync(&p, std::max<size_t>(bytes, 1), kStream));
+  // A deleter must not throw; a failed free at this point can only be reported
+  // by the next checked call on the stream.
+  return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [](uint8_t* q) { cudaFreeAsync(q, kStream); });
+}
+
+void cuda_upload(uint8_t* dst, const uint8_t* src, size_t bytes) {
+  FI_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, kStream));
+}
+
+void cuda_download(uint8_t* dst, const uint8_t* src, size_t bytes) {
+  FI_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, kStream));
+  FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
+}
+
+void cuda_separable(const uint8_t* src, Dims in, uint8_t* dst, const Pass& horizontal,
+                    const Pass& vertical) {
+  switch (in.c) {
+    case 1: return separable<1>(src, in, dst, horizontal, vertical);
+    case 3: return separable<3>(src, in, dst, horizontal, vertical);
+    case 4: return separable<4>(src, in, dst, horizontal, vertical);
+  }
+  throw std::invalid_argument("channels must be 1, 3 or 4");
+}
+
+void cuda_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither) {
+  quantize_kernel<<<grid_for(static_cast<size_t>(d.h) * d.w), kThreads, 0, kStream>>>(src, d, dst, levels, dither);
+  FI_CUDA_CHECK_LAUNCH();
+  FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
+}
+
+}  // namespace fi

@@ -1,0 +1,117 @@
+#include "passes.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace fi {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+double sinc(double x) {
+  if (x == 0.0) return 1.0;
+  x *= kPi;
+  return std::sin(x) / x;
+}
+
+// Filter kernels and their supports, as Pillow defines them.
+double filter_support(Filter f) {
+  switch (f) {
+    case Filter::Box: return 0.5;
+    case Filter::Bilinear: return 1.0;
+    case Filter::Bicubic: return 2.0;
+    case Filter::Lanczos3: return 3.0;
+  }
+  throw std::invalid_argument("unknown filter");
+}
+
+double filter_value(Filter f, double x) {
+  switch (f) {
+    case Filter::Box:
+      return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0;
+    case Filter::Bilinear:
+      x = std::fabs(x);
+      return x < 1.0 ? 1.0 - x : 0.0;
+    case Filter::Bicubic: {
+      constexpr double a = -0.5;
+      x = std::fabs(x);
+      if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+      if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+      return 0.0;
+    }
+    case Filter::Lanczos3:
+      return (x > -3.0 && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0;
+  }
+  throw std::invalid_argument("unknown filter");
+}
+
+// Turns per-output windows of varying length into the fixed-width, in-range
+// form of PassView: every window becomes `taps` long, shifted left where it
+// would run past the end, and zero-padded.
+Pass pack(int n_in, const std::vector<int>& first, const std::vector<std::vector<double>>& w) {
+  Pass p;
+  p.n_in = n_in;
+  p.n_out = static_cast<int>(first.size());
+  for (const auto& row : w) p.taps = std::max(p.taps, static_cast<int>(row.size()));
+  p.start.resize(p.n_out);
+  p.weights.assign(static_cast<size_t>(p.n_out) * p.taps, 0.0f);
+  for (int i = 0; i < p.n_out; ++i) {
+    const int s = std::min(first[i], n_in - p.taps);
+    p.start[i] = s;
+    double sum = 0.0;
+    for (double v : w[i]) sum += v;
+    for (size_t k = 0; k < w[i].size(); ++k)
+      p.weights[static_cast<size_t>(i) * p.taps + (first[i] - s) + k] =
+          static_cast<float>(sum != 0.0 ? w[i][k] / sum : 0.0);
+  }
+  return p;
+}
+
+int reflect(int i, int n) {
+  const int period = 2 * n;
+  i %= period;
+  if (i < 0) i += period;
+  return i < n ? i : period - 1 - i;
+}
+
+}  // namespace
+
+Pass resize_pass(int n_in, int n_out, Filter filter) {
+  if (n_in <= 0 || n_out <= 0) throw std::invalid_argument("sizes must be positive");
+  const double scale = static_cast<double>(n_in) / n_out;
+  const double stretch = std::max(scale, 1.0);
+  const double support = filter_support(filter) * stretch;
+  std::vector<int> first(n_out);
+  std::vector<std::vector<double>> w(n_out);
+  for (int i = 0; i < n_out; ++i) {
+    const double centre = (i + 0.5) * scale;
+    const int lo = std::max(static_cast<int>(centre - support + 0.5), 0);
+    const int hi = std::min(static_cast<int>(centre + support + 0.5), n_in);
+    first[i] = lo;
+    for (int j = lo; j < hi; ++j) w[i].push_back(filter_value(filter, (j - centre + 0.5) / stretch));
+  }
+  return pack(n_in, first, w);
+}
+
+int gaussian_radius(double sigma) { return std::max(1, static_cast<int>(std::ceil(3.0 * sigma))); }
+
+Pass gaussian_pass(int n, double sigma) {
+  if (n <= 0) throw std::invalid_argument("size must be positive");
+  if (!(sigma > 0.0)) throw std::invalid_argument("sigma must be positive");
+  const int r = gaussian_radius(sigma);
+  const int width = std::min(2 * r + 1, n);
+  std::vector<double> g(2 * r + 1);
+  for (int k = -r; k <= r; ++k) g[k + r] = std::exp(-0.5 * (k / sigma) * (k / sigma));
+  std::vector<int> first(n);
+  std::vector<std::vector<double>> w(n, std::vector<double>(width, 0.0));
+  for (int i = 0; i < n; ++i) {
+    // Reflected taps land inside [i - r, i + r] clipped to the image, which is
+    // exactly this window, so folding them in keeps the width at 2r + 1.
+    first[i] = std::clamp(i - r, 0, n - width);
+    for (int k = -r; k <= r; ++k) w[i][reflect(i + k, n) - first[i]] += g[k + r];
+  }
+  return pack(n, first, w);
+}
+
+}  // namespace fi

@@ -1,0 +1,111 @@
+// Per-pixel formulas shared by the CPU loops (cpu.cpp) and the CUDA kernels
+// (cuda.cu). Each formula exists once, here; the drivers only decide which
+// pixel each call works on.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define FI_HD __host__ __device__ __forceinline__
+#else
+#define FI_HD inline
+#endif
+
+namespace fi {
+
+// One 1-D weighted pass (a resize axis or a blur axis), in a form a kernel can
+// read: output i is sum_k weights[i * taps + k] * input[start[i] + k].
+// Every window lies inside the input: edge handling (Pillow-style clipping for
+// resize, mirror reflection for blur) is folded into the weights beforehand.
+struct PassView {
+  int n_in;
+  int n_out;
+  int taps;
+  const int* start;
+  const float* weights;
+};
+
+// Reads pixel `p` of an 8-bit image as float. RGBA is premultiplied here, so
+// that transparent pixels carry no colour into their neighbours.
+template <int C>
+FI_HD void load_u8(const uint8_t* p, float px[C]) {
+  if (C == 4) {
+    const float a = p[3];
+    for (int c = 0; c < 3; ++c) px[c] = p[c] * a / 255.0f;
+    px[3] = a;
+  } else {
+    for (int c = 0; c < C; ++c) px[c] = p[c];
+  }
+}
+
+template <int C>
+FI_HD void load_f32(const float* p, float px[C]) {
+  for (int c = 0; c < C; ++c) px[c] = p[c];
+}
+
+// The weighted sum of one output pixel. `Src` is any object with
+// `load(i, px)`: 8-bit or float pixels, host or device memory.
+template <int C, class Src>
+FI_HD void weighted_sum(const Src& src, int start, const float* w, int taps, float acc[C]) {
+  for (int c = 0; c < C; ++c) acc[c] = 0.0f;
+  for (int k = 0; k < taps; ++k) {
+    float px[C];
+    src.load(start + k, px);
+    for (int c = 0; c < C; ++c) acc[c] += w[k] * px[c];
+  }
+}
+
+FI_HD uint8_t round_u8(float v) {
+  // Half rounds up; NaN cannot occur (weights are finite), so clamping first
+  // keeps the conversion defined.
+  v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+  return static_cast<uint8_t>(v + 0.5f);
+}
+
+// Writes one accumulated pixel back to 8 bits, undoing the premultiplication
+// for RGBA. A pixel whose alpha rounds to 0 is stored as transparent black.
+template <int C>
+FI_HD void store_u8(const float px[C], uint8_t* p) {
+  if (C == 4) {
+    const uint8_t a = round_u8(px[3]);
+    p[3] = a;
+    if (a == 0) {
+      p[0] = p[1] = p[2] = 0;
+    } else {
+      const float alpha = px[3] > 255.0f ? 255.0f : px[3];
+      for (int c = 0; c < 3; ++c) p[c] = round_u8(px[c] * 255.0f / alpha);
+    }
+  } else {
+    for (int c = 0; c < C; ++c) p[c] = round_u8(px[c]);
+  }
+}
+
+// Ordered dithering thresholds: the 8x8 Bayer matrix, values 0..63.
+FI_HD int bayer8(int x, int y) {
+  // Bit-interleave of (x ^ y, y), reversed: the classic recursive construction.
+  const int a = (x ^ y) & 7, b = y & 7;
+  return ((a & 1) << 5) | ((b & 1) << 4) | ((a & 2) << 2) | ((b & 2) << 1) |
+         ((a & 4) >> 1) | ((b & 4) >> 2);
+}
+
+// Uniform quantisation of one 8-bit value to `levels` values spread evenly
+// over 0..255, in exact integer arithmetic:
+//   index = floor(v * (levels - 1) / 255 + t),   t = 1/2 without dithering,
+//                                                t = (bayer + 1/2) / 64 with it,
+//   out   = round(index * 255 / (levels - 1)).
+FI_HD uint8_t quantize_value(int v, int levels, int x, int y, bool dither) {
+  const int n = levels - 1;
+  const int t2 = dither ? 2 * bayer8(x, y) + 1 : 64;  // 128 * t
+  const int index = (v * n * 128 + t2 * 255) / (128 * 255);  // <= n since v <= 255
+  return static_cast<uint8_t>((index * 510 + n) / (2 * n));
+}
+
+// Alpha is left as it is: quantising it would cut hard steps into soft edges.
+FI_HD void quantize_pixel(const uint8_t* in, uint8_t* out, int C, int levels, int x, int y,
+                          bool dither) {
+  const int colour = C == 4 ? 3 : C;
+  for (int c = 0; c < colour; ++c) out[c] = quantize_value(in[c], levels, x, y, dither);
+  if (C == 4) out[3] = in[3];
+}
+
+}  // namespace fi

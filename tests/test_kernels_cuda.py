@@ -1,0 +1,98 @@
+"""The same kernels on the GPU: equal to the CPU results (to 1 level for the
+float passes, exactly for quantize). Skipped, with the reason, without a GPU."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import fastimg
+import reference as ref
+from conftest import PHOTOS, load_photo, requires_cuda
+from test_kernels import CHANNELS, ODD_SIZES, colour_diff, red_disc_on_transparent
+
+pytestmark = requires_cuda
+
+
+@pytest.mark.parametrize("filter", fastimg.FILTERS)
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("hw", ODD_SIZES + [(1013, 771)])
+@pytest.mark.parametrize("scale", [0.07, 0.5, 2.7])
+def test_resize_gpu_equals_cpu(rng, filter, channels, hw, scale):
+    img = rng.image(*hw, channels)
+    size = (max(1, round(hw[1] * scale)), max(1, round(hw[0] * scale)))
+    gpu = fastimg.resize(img, size, filter=filter, backend="cuda")
+    assert colour_diff(gpu, fastimg.resize(img, size, filter=filter, backend="cpu")) <= 1, rng
+
+
+@pytest.mark.parametrize("sigma", [0.3, 2.5, 8.0, 40.0])
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("hw", ODD_SIZES + [(1013, 771)])
+def test_blur_gpu_equals_cpu(rng, sigma, channels, hw):
+    img = rng.image(*hw, channels)
+    gpu = fastimg.gaussian_blur(img, sigma, backend="cuda")
+    assert colour_diff(gpu, fastimg.gaussian_blur(img, sigma, backend="cpu")) <= 1, rng
+
+
+@pytest.mark.parametrize("dither", [False, True])
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_quantize_gpu_is_exact(rng, dither, channels):
+    img = rng.image(517, 333, channels)
+    for levels in (2, 5, 32, 256):
+        np.testing.assert_array_equal(
+            fastimg.quantize(img, levels, dither=dither, backend="cuda"), ref.quantize(img, levels, dither)
+        )
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_photos_gpu_equals_cpu(name):
+    img = load_photo(name)
+    h, w = img.shape[:2]
+    src = fastimg.Image(img, backend="cuda")
+    assert src.backend == "cuda"
+    for size in ((w // 5, h // 5), (w * 2, h * 2)):
+        assert colour_diff(src.resize(size).numpy(), fastimg.resize(img, size, backend="cpu")) <= 1
+    assert colour_diff(src.gaussian_blur(4.0).numpy(), fastimg.gaussian_blur(img, 4.0, backend="cpu")) <= 1
+
+
+@pytest.mark.parametrize("op", ["resize", "blur", "quantize"])
+def test_gpu_writes_every_pixel(rng, op):
+    img = rng.image(301, 257, 4)
+    outs = []
+    for poison in (0, 255):
+        out = np.full((77, 91, 4) if op == "resize" else img.shape, poison, np.uint8)
+        if op == "resize":
+            fastimg.resize(img, (91, 77), backend="cuda", out=out)
+        elif op == "blur":
+            fastimg.gaussian_blur(img, 2.0, backend="cuda", out=out)
+        else:
+            fastimg.quantize(img, 7, backend="cuda", out=out)
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_gpu_alpha_edges_keep_their_colour():
+    small = fastimg.Image(red_disc_on_transparent(), backend="cuda").resize((57, 57)).gaussian_blur(3.0).numpy()
+    visible = small[..., 3] > 0
+    assert (small[visible][:, :3] == (255, 0, 0)).all()
+
+
+def test_gpu_threads_each_get_correct_results(rng):
+    # Each thread has its own default stream; results must not mix.
+    imgs = [rng.image(640, 480, 3) for _ in range(8)]
+    want = [fastimg.resize(i, (200, 150), backend="cpu") for i in imgs]
+    got: list = [None] * len(imgs)
+
+    def work(k: int) -> None:
+        for _ in range(5):
+            got[k] = fastimg.Image(imgs[k], backend="cuda").resize((200, 150)).numpy()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(imgs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        assert colour_diff(g, w) <= 1
