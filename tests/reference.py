@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
 
 SUPPORT = {"box": 0.5, "bilinear": 1.0, "bicubic": 2.0, "lanczos3": 3.0}
 
@@ -85,6 +84,8 @@ def resize(img: np.ndarray, size: tuple[int, int], name: str = "lanczos3") -> np
 
 
 def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    from scipy import ndimage  # here, so the GPU check needs no SciPy
+
     w = gaussian_weights(sigma)
     f = _premultiply(img)
     f = ndimage.correlate1d(f, w, axis=0, mode="reflect")
