@@ -1,0 +1,1 @@
+"""gpu-image-worker: the Redis image worker built on the fastimg kernels."""

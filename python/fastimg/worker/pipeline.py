@@ -1,0 +1,259 @@
+"""One job's work: read the upload, decode it, run the kernels, encode WebP,
+write each output atomically. Raises JobError subclasses for every failure a
+job can cause; anything else is a bug."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+import fastimg
+
+from .errors import PermanentError, TransientError
+from .jobs import Job
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """How one operation's output is made (output spec v1 by default)."""
+
+    max_side: int  # fit inside max_side x max_side, never upscaled
+    quality: int  # lossy WebP quality
+    method: int = 4  # WebP effort, 0 (fast) .. 6 (small)
+    blur_fraction: float = 0.0  # Gaussian sigma as a fraction of the output's longer side
+    levels: int = 0  # colour levels per channel (0: no quantisation)
+
+
+SPEC_V1: Dict[str, OutputSpec] = {
+    "thumbnail": OutputSpec(max_side=320, quality=80),
+    "blur": OutputSpec(max_side=640, quality=70, blur_fraction=0.02),
+    "low-quality": OutputSpec(max_side=1280, quality=30, levels=32),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Inputs beyond these fail at once with reason ``too-large``."""
+
+    max_input_bytes: int = 200 * 1024 * 1024
+    max_pixels: int = 120_000_000  # checked from the header, before decoding
+
+
+@dataclass
+class Output:
+    operation: str
+    path: str
+    bytes: int
+    width: int
+    height: int
+
+
+@dataclass
+class Result:
+    outputs: List[Output] = field(default_factory=list)
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+    input_bytes: int = 0
+
+
+def fit_inside(width: int, height: int, max_side: int) -> Tuple[int, int]:
+    """Size that fits inside max_side x max_side, aspect kept, never upscaled."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.timings: Dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = round(self.timings.get(stage, 0.0) + (now - self._t) * 1000, 2)
+        self._t = now
+
+
+def read_input(path: str, limits: Limits) -> bytes:
+    try:
+        # O_NONBLOCK: opening a FIFO must not hang the worker; fstat refuses it next.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise TransientError("input-missing", f"input file not found: {path}") from None
+    except IsADirectoryError:
+        raise PermanentError("not-a-file", f"input is a directory: {path}") from None
+    except PermissionError as e:
+        raise TransientError("io-error", f"cannot read input: {e}") from None
+    except OSError as e:
+        raise TransientError("io-error", f"cannot open input: {e}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise PermanentError("not-a-file", f"input is not a regular file: {path}")
+        if st.st_size > limits.max_input_bytes:
+            raise PermanentError("too-large", f"input is {st.st_size} bytes, limit {limits.max_input_bytes}")
+        try:
+            return f.read()
+        except OSError as e:
+            raise TransientError("io-error", f"cannot read input: {e}") from None
+
+
+def _looks_like_svg(data: bytes) -> bool:
+    head = data[:1024].lstrip().lower()
+    return head.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in data[:4096].lower()
+
+
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+def _to_srgb(im: Image.Image) -> Image.Image:
+    icc = im.info.get("icc_profile")
+    # A grey profile changes tone only, and sRGB has no grey space to map it to.
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK"):
+        return im
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(im, src, _SRGB, outputMode="RGBA" if im.mode == "RGBA" else "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return im  # a broken profile is ignored, as browsers do
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+
+
+def decode(data: bytes, largest_box: int, limits: Limits) -> np.ndarray:
+    """Decoded, upright, sRGB pixels: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA."""
+    if _looks_like_svg(data):
+        raise PermanentError("unsupported-format", "SVG images are not rasterised by this worker")
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit is checked below, from the header.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            width, height = im.size
+            if width * height > limits.max_pixels:
+                raise PermanentError(
+                    "too-large", f"image is {width}x{height} pixels, limit {limits.max_pixels}"
+                )
+            if im.format == "JPEG":
+                # Shrink-on-load: decode at the smallest DCT scale that still
+                # covers the largest output.
+                im.draft(im.mode if im.mode in ("RGB", "L") else None, (largest_box, largest_box))
+            im = ImageOps.exif_transpose(im)  # loads the first frame
+            im = _to_srgb(im)
+            if im.mode in ("I;16", "I;16L", "I;16B", "I"):
+                # 16-bit grey: round to 8 bits rather than clip.
+                wide = np.asarray(im, dtype=np.float64)
+                return np.clip(np.floor(wide / 257.0 + 0.5), 0, 255).astype(np.uint8)
+            if _has_alpha(im):
+                im = im.convert("RGBA")
+            elif im.mode != "L":
+                im = im.convert("RGB")
+            return np.asarray(im)
+    except PermanentError:
+        raise
+    except UnidentifiedImageError:
+        raise PermanentError("unsupported-format", "not an image format this worker can read") from None
+    except Image.DecompressionBombError as e:
+        raise PermanentError("too-large", str(e)) from None
+    except MemoryError:
+        raise TransientError("out-of-memory", "out of memory while decoding") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        # Often a file still being copied: retried (docs/worker.md).
+        raise TransientError("corrupt-image", f"cannot decode image: {e}") from None
+
+
+def render(pixels: np.ndarray, operations: Sequence[str], spec: Dict[str, OutputSpec]) -> Dict[str, np.ndarray]:
+    """The outputs of each operation, from one upload of ``pixels`` to the kernel backend."""
+    height, width = pixels.shape[:2]
+    try:
+        src = fastimg.Image(pixels)
+        out = {}
+        for op in operations:
+            s = spec[op]
+            size = fit_inside(width, height, s.max_side)
+            img = src if size == (width, height) else src.resize(size, filter="lanczos3")
+            if s.blur_fraction > 0:
+                img = img.gaussian_blur(max(s.blur_fraction * max(size), 0.3))
+            if s.levels:
+                img = img.quantize(s.levels)
+            out[op] = img.numpy()
+        return out
+    except MemoryError:
+        raise TransientError("out-of-memory", "out of memory in the kernels") from None
+    except RuntimeError as e:  # CUDA errors surface as RuntimeError
+        raise TransientError("gpu-error", str(e)) from None
+
+
+def encode_webp(pixels: np.ndarray, s: OutputSpec) -> bytes:
+    buf = io.BytesIO()
+    # Built from bare pixels, so no metadata (EXIF, ICC, XMP) is carried over.
+    Image.fromarray(pixels).save(buf, "WEBP", quality=s.quality, method=s.method)
+    return buf.getvalue()
+
+
+def write_atomic(directory: str, name: str, data: bytes) -> str:
+    """Write ``data`` to ``directory/name`` so that readers see the old file or the
+    whole new one, never a part; a symlink at that name is replaced, not followed."""
+    final = os.path.join(directory, name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return final
+
+
+def process(
+    job: Job,
+    spec: Dict[str, OutputSpec] = SPEC_V1,
+    limits: Limits = Limits(),
+    log: Optional[Callable[[str], None]] = None,
+) -> Result:
+    """Make the outputs of ``job``. ``log`` receives the seed's per-step lines."""
+    say = log or (lambda _msg: None)
+    clock = _Clock()
+    result = Result()
+    data = read_input(job.input_path, limits)
+    result.input_bytes = len(data)
+    say(f"Input image read: {len(data)} bytes")
+    clock.lap("read")
+    pixels = decode(data, max(spec[op].max_side for op in job.operations), limits)
+    del data
+    clock.lap("decode")
+    images = render(pixels, job.operations, spec)
+    del pixels
+    clock.lap("kernels")
+    try:
+        os.makedirs(job.output_dir, exist_ok=True)
+        if not os.path.isdir(job.output_dir):
+            raise PermanentError("not-a-directory", f"outputDir is not a directory: {job.output_dir}")
+        for op in job.operations:
+            encoded = encode_webp(images[op], spec[op])
+            clock.lap("encode")
+            path = write_atomic(job.output_dir, f"{job.job_id}_{op}.webp", encoded)
+            clock.lap("write")
+            h, w = images[op].shape[:2]
+            result.outputs.append(Output(op, path, len(encoded), w, h))
+            say(f"Operation {op} complete: {path} ({len(encoded)} bytes)")
+    except FileExistsError:
+        raise PermanentError("not-a-directory", f"outputDir is not a directory: {job.output_dir}") from None
+    except OSError as e:
+        raise TransientError("io-error", f"cannot write output: {e}") from None
+    result.timings_ms = clock.timings
+    return result

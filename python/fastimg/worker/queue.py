@@ -1,0 +1,156 @@
+"""The queue's state changes. Every change that touches more than one key is
+one Lua script, so Redis applies it whole or not at all: a job is always in
+exactly one place."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Dict, List, Optional
+
+import redis
+
+from . import keys
+
+# Take: BLMOVE image:jobs -> in-flight list (see Queue.take).
+
+# Record an outcome: the job leaves the in-flight list and lands on exactly one
+# list. Returns 0 when the job was no longer in flight (it was recovered after
+# this worker's lease lapsed), in which case nothing is recorded.
+#   KEYS: in-flight, target list, retry due set
+#   ARGV: payload as taken, record, cap (0: none), due ms ("" unless a retry)
+_FINISH = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+else
+  redis.call('LPUSH', KEYS[2], ARGV[2])
+  local cap = tonumber(ARGV[3])
+  if cap > 0 then redis.call('LTRIM', KEYS[2], 0, cap - 1) end
+end
+return 1
+"""
+
+# Move retries whose time has come back to the tail of image:jobs.
+#   KEYS: retry list, retry due set, jobs   ARGV: now ms, max to move
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, job in ipairs(due) do
+  redis.call('ZREM', KEYS[2], job)
+  if redis.call('LREM', KEYS[1], 1, job) > 0 then redis.call('RPUSH', KEYS[3], job) end
+end
+return #due
+"""
+
+# Take one job back from a dead worker slot, unless its lease is alive again.
+#   KEYS: heartbeat, in-flight, target list
+#   ARGV: payload as held, new payload, push to head of jobs ("jobs") or
+#         record as failed ("failed"), cap
+_RECOVER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if redis.call('LREM', KEYS[2], 1, ARGV[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[3], ARGV[2])
+if ARGV[3] == 'failed' then
+  local cap = tonumber(ARGV[4])
+  if cap > 0 then redis.call('LTRIM', KEYS[3], 0, cap - 1) end
+end
+return 1
+"""
+
+# Forget a dead slot once it holds nothing.   KEYS: heartbeat, in-flight, workers   ARGV: id
+_RETIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('LLEN', KEYS[2]) > 0 then return 0 end
+redis.call('SREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def dumps(record: Dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+
+
+class Queue:
+    """The worker's view of the Redis lists (key names in :mod:`keys`)."""
+
+    def __init__(self, conn: redis.Redis, done_cap: int = 10_000, failed_cap: int = 10_000) -> None:
+        self.conn = conn
+        self.done_cap = done_cap
+        self.failed_cap = failed_cap
+        self._finish = conn.register_script(_FINISH)
+        self._promote = conn.register_script(_PROMOTE)
+        self._recover = conn.register_script(_RECOVER)
+        self._retire = conn.register_script(_RETIRE)
+
+    # -- a worker slot's own job -------------------------------------------
+    def take(self, worker_id: str, timeout: float) -> Optional[bytes]:
+        """The oldest pending job, moved into this slot's in-flight list; None on timeout."""
+        return self.conn.blmove(keys.JOBS, keys.processing(worker_id), timeout, "LEFT", "RIGHT")
+
+    def held(self, worker_id: str) -> List[bytes]:
+        return self.conn.lrange(keys.processing(worker_id), 0, -1)
+
+    def done(self, worker_id: str, raw: bytes, record: Dict[str, Any]) -> bool:
+        return bool(self._finish(keys=[keys.processing(worker_id), keys.DONE, keys.RETRY_DUE],
+                                 args=[raw, dumps(record), self.done_cap, ""]))
+
+    def failed(self, worker_id: str, raw: bytes, record: Dict[str, Any]) -> bool:
+        return bool(self._finish(keys=[keys.processing(worker_id), keys.FAILED, keys.RETRY_DUE],
+                                 args=[raw, dumps(record), self.failed_cap, ""]))
+
+    def retry(self, worker_id: str, raw: bytes, payload: Dict[str, Any], due_ms: int) -> bool:
+        return bool(self._finish(keys=[keys.processing(worker_id), keys.RETRY, keys.RETRY_DUE],
+                                 args=[raw, dumps(payload), 0, due_ms]))
+
+    def give_back(self, worker_id: str) -> int:
+        """Put the jobs this slot holds back at the head of image:jobs, unchanged."""
+        moved = 0
+        while self.conn.lmove(keys.processing(worker_id), keys.JOBS, "RIGHT", "LEFT") is not None:
+            moved += 1
+        return moved
+
+    # -- leases ----------------------------------------------------------
+    def register(self, worker_ids: List[str], ttl_ms: int) -> None:
+        pipe = self.conn.pipeline(transaction=True)
+        for wid in worker_ids:
+            pipe.set(keys.heartbeat(wid), str(now_ms()), px=ttl_ms)
+        pipe.sadd(keys.WORKERS, *worker_ids)
+        pipe.execute()
+
+    def beat(self, worker_ids: List[str], ttl_ms: int) -> None:
+        pipe = self.conn.pipeline(transaction=False)
+        for wid in worker_ids:
+            pipe.set(keys.heartbeat(wid), str(now_ms()), px=ttl_ms)
+        pipe.execute()
+
+    def unregister(self, worker_ids: List[str]) -> None:
+        pipe = self.conn.pipeline(transaction=True)
+        for wid in worker_ids:
+            pipe.delete(keys.heartbeat(wid))
+        pipe.srem(keys.WORKERS, *worker_ids)
+        pipe.execute()
+
+    # -- housekeeping, done by every live worker ------------------------------
+    def promote_due(self, limit: int = 100) -> int:
+        return int(self._promote(keys=[keys.RETRY, keys.RETRY_DUE, keys.JOBS], args=[now_ms(), limit]))
+
+    def dead_workers(self) -> List[str]:
+        ids = sorted(x.decode() for x in self.conn.smembers(keys.WORKERS))
+        if not ids:
+            return []
+        alive = self.conn.exists  # one round trip per id is fine: slots are few
+        return [wid for wid in ids if not alive(keys.heartbeat(wid))]
+
+    def recover(self, dead_id: str, raw: bytes, payload: str, to_failed: bool) -> int:
+        """Move one held job of a dead slot: 1 moved, 0 gone already, -1 lease alive."""
+        target = keys.FAILED if to_failed else keys.JOBS
+        return int(self._recover(keys=[keys.heartbeat(dead_id), keys.processing(dead_id), target],
+                                 args=[raw, payload, "failed" if to_failed else "jobs", self.failed_cap]))
+
+    def retire(self, dead_id: str) -> bool:
+        return bool(self._retire(keys=[keys.heartbeat(dead_id), keys.processing(dead_id), keys.WORKERS],
+                                 args=[dead_id]))
