@@ -40,3 +40,100 @@ class SeededRng:
 @pytest.fixture
 def rng() -> SeededRng:
     return SeededRng()
+
+
+# -- the queue tests ---------------------------------------------------------
+import json  # noqa: E402
+import zlib  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+from redis_server import RedisServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def r(redis_server):
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def uploads(tmp_path):
+    """An uploads tree like the seed server's: uploads/<userId>/<uuid>-<name>."""
+    root = tmp_path / "uploads"
+    (root / "user1").mkdir(parents=True)
+    return root
+
+
+def make_photo(path: Path, size=(800, 600), fmt="JPEG", mode="RGB", seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    h, w = size[1], size[0]
+    base = np.linspace(0, 255, w, dtype=np.float64)[None, :, None] * np.ones((h, 1, 1))
+    img = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+    im = Image.fromarray(img)
+    if mode != "RGB":
+        im = im.convert(mode)
+    im.save(path, fmt)
+    return path
+
+
+def seed_job(uploads: Path, name: str = "a1b2c3d4-photo", ops=("thumbnail", "blur", "low-quality"), **extra) -> dict:
+    """A job exactly as the seed's server builds it, for an upload made on disk."""
+    src = uploads / "user1" / f"{name}.jpg"
+    if not src.exists():
+        make_photo(src, seed=zlib.crc32(name.encode()))
+    job = {
+        "jobId": name,
+        "inputPath": str(src),
+        "outputDir": str(uploads / "user1" / "processed"),
+        "operations": list(ops),
+        "timestamp": 1737158400000,
+        "retryCount": 0,
+    }
+    job.update(extra)
+    return job
+
+
+def push(client, *jobs) -> None:
+    for job in jobs:
+        client.rpush("image:jobs", job if isinstance(job, (str, bytes)) else json.dumps(job))
+
+
+def records(client, key: str) -> list:
+    return [json.loads(x) for x in client.lrange(key, 0, -1)]
+
+
+@contextmanager
+def running_worker(url: str, **config):
+    """gpu-image-worker's Worker in a thread of this process (no signal handlers)."""
+    from fastimg.worker.cli import connector
+    from fastimg.worker.worker import Config, Worker
+
+    config.setdefault("workers", 1)
+    config.setdefault("block_timeout", 0.2)
+    config.setdefault("backoff_base", 0.05)
+    config.setdefault("heartbeat_ttl", 5.0)
+    cfg = Config(**config)
+    worker = Worker(connector(url, cfg.block_timeout), cfg)
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stopping.set()
+        thread.join(30)
+        assert not thread.is_alive(), "worker did not stop"
+
+
+WORKER_CMD = [sys.executable, "-m", "fastimg.worker.cli"]

@@ -87,22 +87,22 @@ def read_input(path: str, limits: Limits) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise TransientError("input-missing", f"input file not found: {path}") from None
-    except IsADirectoryError:
-        raise PermanentError("not-a-file", f"input is a directory: {path}") from None
-    except PermissionError as e:
-        raise TransientError("io-error", f"cannot read input: {e}") from None
     except OSError as e:
         raise TransientError("io-error", f"cannot open input: {e}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise PermanentError("not-a-file", f"input is not a regular file: {path}")
         if st.st_size > limits.max_input_bytes:
             raise PermanentError("too-large", f"input is {st.st_size} bytes, limit {limits.max_input_bytes}")
-        try:
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
             return f.read()
-        except OSError as e:
-            raise TransientError("io-error", f"cannot read input: {e}") from None
+    except OSError as e:
+        raise TransientError("io-error", f"cannot read input: {e}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _looks_like_svg(data: bytes) -> bool:

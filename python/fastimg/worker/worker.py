@@ -239,7 +239,7 @@ class Worker:
                 break
             except redis.RedisError as e:
                 delay = backoff.next()
-                _say("MAIN", f"Cannot reach Redis ({e}); retrying in {delay:.1f}s")
+                _say("MAIN", f"Redis error at start-up ({e}); retrying in {delay:.1f}s")
                 if self.stopping.wait(delay):
                     return 0
         for i in range(cfg.workers):
