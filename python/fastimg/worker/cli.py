@@ -6,6 +6,8 @@ The seed's flags are spelled with one dash (-redis, -db, -workers,
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import logging
 import os
 import sys
@@ -15,6 +17,7 @@ from urllib.parse import quote, urlsplit
 import redis
 
 from .jobs import normalise_roots
+from .outputs import SPEC_V1, SpecError, apply_overrides, parse_assignment
 from .pipeline import Limits
 from .worker import Config, Worker
 
@@ -58,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gpu-image-worker",
         description="Take image jobs from the Redis list image:jobs and write thumbnail, "
         "blur and low-quality WebP files, recording each outcome on image:done, "
-        "image:retry or image:failed.",
+        "image:retry or image:failed. Other commands: `gpu-image-worker process PHOTO...` "
+        "(no Redis; see its --help).",
         epilog=ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -87,7 +91,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"refuse larger input files as too-large (default {Limits.max_input_bytes})")
     p.add_argument("--max-pixels", type=_positive_int, default=Limits.max_pixels, metavar="N",
                    help=f"refuse images with more pixels as too-large (default {Limits.max_pixels})")
+    add_output_options(p)
     return p
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """Options that change what is made, shared by the worker and `process`."""
+    p.add_argument("--max-frames", type=_positive_int, default=Limits.max_frames, metavar="N",
+                   help=f"refuse animations with more frames as too-large (default {Limits.max_frames})")
+    p.add_argument("--config", metavar="FILE",
+                   help='JSON file: {"outputs": {OPERATION: {FIELD: VALUE}}}, the same fields as a '
+                        "job's params; changes the defaults of output spec v1")
+    p.add_argument("--output", action="append", default=[], metavar="OP.FIELD=VALUE",
+                   help="change one default, e.g. thumbnail.quality=75 or blur.sigma=8 (repeatable; "
+                        "applied after --config)")
+
+
+def output_spec(args: argparse.Namespace) -> dict:
+    """Output spec v1 with the --config file and --output flags applied."""
+    spec = dict(SPEC_V1)
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--config {args.config}: {e}") from None
+        if not isinstance(doc, dict) or set(doc) - {"outputs"}:
+            raise ValueError(f'--config {args.config}: expected {{"outputs": {{...}}}}')
+        spec = apply_overrides(spec, doc.get("outputs", {}), where="outputs")
+    for text in args.output:
+        spec = apply_overrides(spec, parse_assignment(text), where="--output")
+    return spec
 
 
 def redis_url(addr: Optional[str], db: Optional[int], env: "os._Environ[str] | dict") -> str:
@@ -138,7 +172,15 @@ def connector(url: str, block_timeout: float) -> Callable[[], redis.Redis]:
     return connect
 
 
+COMMANDS = {
+    "process": "fastimg.worker.oneshot",
+}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
     env = os.environ
@@ -146,7 +188,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         url = redis_url(args.redis, args.db, env)
         roots_given: List[str] = args.allowed_root or [r for r in env.get("FASTIMG_ALLOWED_ROOTS", "").split(":") if r]
         roots = normalise_roots(roots_given)
-    except ValueError as e:
+        spec = output_spec(args)
+    except (ValueError, SpecError) as e:
         print(f"gpu-image-worker: error: {e}", file=sys.stderr)
         return 2
     config = Config(
@@ -159,7 +202,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shutdown_timeout=args.shutdown_timeout,
         done_cap=args.done_cap,
         failed_cap=args.failed_cap,
-        limits=Limits(max_input_bytes=args.max_input_bytes, max_pixels=args.max_pixels),
+        limits=Limits(args.max_input_bytes, args.max_pixels, args.max_frames),
+        spec=spec,
     )
     say = logging.getLogger("fastimg.worker").info
     say(f"[MAIN] Starting Image Worker with {config.workers} CPU workers")

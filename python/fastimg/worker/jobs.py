@@ -7,11 +7,10 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
 from .errors import InvalidJob
-
-OPERATIONS = ("thumbnail", "blur", "low-quality")
+from .outputs import OPERATIONS, SPEC_V1, OutputSpec, SpecError, apply_overrides
 
 # jobId becomes part of a file name: no separators, no control characters, not
 # "." or "..". Anything else a stored file name can hold (spaces, non-ASCII) is
@@ -28,6 +27,7 @@ class Job:
     output_dir: str
     operations: Tuple[str, ...]
     retry_count: int
+    spec: Dict[str, OutputSpec]  # the operator's defaults with the job's params applied
 
 
 def _is_within(path: str, roots: Sequence[str]) -> bool:
@@ -49,7 +49,9 @@ def _checked_path(fields: Dict[str, Any], name: str, roots: Sequence[str]) -> st
     return value
 
 
-def parse_job(raw: Union[str, bytes], allowed_roots: Sequence[str] = ()) -> Job:
+def parse_job(
+    raw: Union[str, bytes], allowed_roots: Sequence[str] = (), spec: Mapping[str, OutputSpec] = SPEC_V1
+) -> Job:
     """Parse and validate one payload; raises InvalidJob naming the bad field.
 
     ``allowed_roots`` must be absolute, symlink-free paths (see
@@ -85,6 +87,10 @@ def parse_job(raw: Union[str, bytes], allowed_roots: Sequence[str] = ()) -> Job:
     retry_count = fields.get("retryCount", 0)
     if isinstance(retry_count, bool) or not isinstance(retry_count, int) or retry_count < 0:
         raise InvalidJob("retryCount must be a non-negative integer")
+    try:
+        job_spec = apply_overrides(spec, fields.get("params", {}))
+    except SpecError as e:
+        raise InvalidJob(str(e)) from None
 
     return Job(
         fields=fields,
@@ -93,6 +99,7 @@ def parse_job(raw: Union[str, bytes], allowed_roots: Sequence[str] = ()) -> Job:
         output_dir=output_dir,
         operations=tuple(dict.fromkeys(ops)),  # each output once, in the order asked
         retry_count=retry_count,
+        spec=job_spec,
     )
 
 

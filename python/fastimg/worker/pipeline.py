@@ -11,7 +11,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -20,24 +20,7 @@ import fastimg
 
 from .errors import PermanentError, TransientError
 from .jobs import Job
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """How one operation's output is made (output spec v1 by default)."""
-
-    max_side: int  # fit inside max_side x max_side, never upscaled
-    quality: int  # lossy WebP quality
-    method: int = 4  # WebP effort, 0 (fast) .. 6 (small)
-    blur_fraction: float = 0.0  # Gaussian sigma as a fraction of the output's longer side
-    levels: int = 0  # colour levels per channel (0: no quantisation)
-
-
-SPEC_V1: Dict[str, OutputSpec] = {
-    "thumbnail": OutputSpec(max_side=320, quality=80),
-    "blur": OutputSpec(max_side=640, quality=70, blur_fraction=0.02),
-    "low-quality": OutputSpec(max_side=1280, quality=30, levels=32),
-}
+from .outputs import OutputSpec
 
 
 @dataclass(frozen=True)
@@ -46,6 +29,7 @@ class Limits:
 
     max_input_bytes: int = 200 * 1024 * 1024
     max_pixels: int = 120_000_000  # checked from the header, before decoding
+    max_frames: int = 2000  # animations: only the first frame is used, but all are scanned
 
 
 @dataclass
@@ -64,9 +48,9 @@ class Result:
     input_bytes: int = 0
 
 
-def fit_inside(width: int, height: int, max_side: int) -> Tuple[int, int]:
-    """Size that fits inside max_side x max_side, aspect kept, never upscaled."""
-    scale = min(1.0, max_side / max(width, height))
+def fit_inside(width: int, height: int, box_w: int, box_h: int) -> Tuple[int, int]:
+    """Size that fits inside box_w x box_h, aspect kept, never upscaled."""
+    scale = min(1.0, box_w / width, box_h / height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -129,7 +113,10 @@ def _has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
 
 
-def decode(data: bytes, largest_box: int, limits: Limits) -> np.ndarray:
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndarray:
     """Decoded, upright, sRGB pixels: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA."""
     if _looks_like_svg(data):
         raise PermanentError("unsupported-format", "SVG images are not rasterised by this worker")
@@ -143,10 +130,18 @@ def decode(data: bytes, largest_box: int, limits: Limits) -> np.ndarray:
                 raise PermanentError(
                     "too-large", f"image is {width}x{height} pixels, limit {limits.max_pixels}"
                 )
+            frames = getattr(im, "n_frames", 1)
+            if frames > limits.max_frames:
+                raise PermanentError("too-large", f"image has {frames} frames, limit {limits.max_frames}")
+            im.seek(0)
             if im.format == "JPEG":
                 # Shrink-on-load: decode at the smallest DCT scale that still
-                # covers the largest output.
-                im.draft(im.mode if im.mode in ("RGB", "L") else None, (largest_box, largest_box))
+                # covers every output, sized in the stored orientation.
+                swap = im.getexif().get(0x0112) in _TRANSPOSED
+                sizes = [fit_inside(width, height, *((s.height, s.width) if swap else (s.width, s.height)))
+                         for s in specs]
+                im.draft(im.mode if im.mode in ("RGB", "L") else None,
+                         (max(w for w, _ in sizes), max(h for _, h in sizes)))
             im = ImageOps.exif_transpose(im)  # loads the first frame
             im = _to_srgb(im)
             if im.mode in ("I;16", "I;16L", "I;16B", "I"):
@@ -171,7 +166,7 @@ def decode(data: bytes, largest_box: int, limits: Limits) -> np.ndarray:
         raise TransientError("corrupt-image", f"cannot decode image: {e}") from None
 
 
-def render(pixels: np.ndarray, operations: Sequence[str], spec: Dict[str, OutputSpec]) -> Dict[str, np.ndarray]:
+def render(pixels: np.ndarray, operations: Sequence[str], spec: Mapping[str, OutputSpec]) -> Dict[str, np.ndarray]:
     """The outputs of each operation, from one upload of ``pixels`` to the kernel backend."""
     height, width = pixels.shape[:2]
     try:
@@ -179,12 +174,13 @@ def render(pixels: np.ndarray, operations: Sequence[str], spec: Dict[str, Output
         out = {}
         for op in operations:
             s = spec[op]
-            size = fit_inside(width, height, s.max_side)
+            size = fit_inside(width, height, s.width, s.height)
             img = src if size == (width, height) else src.resize(size, filter="lanczos3")
-            if s.blur_fraction > 0:
-                img = img.gaussian_blur(max(s.blur_fraction * max(size), 0.3))
+            sigma = s.sigma or s.sigma_fraction * max(size)
+            if sigma > 0:
+                img = img.gaussian_blur(sigma)
             if s.levels:
-                img = img.quantize(s.levels)
+                img = img.quantize(s.levels, dither=s.dither)
             out[op] = img.numpy()
         return out
     except MemoryError:
@@ -221,7 +217,6 @@ def write_atomic(directory: str, name: str, data: bytes) -> str:
 
 def process(
     job: Job,
-    spec: Dict[str, OutputSpec] = SPEC_V1,
     limits: Limits = Limits(),
     log: Optional[Callable[[str], None]] = None,
 ) -> Result:
@@ -233,7 +228,8 @@ def process(
     result.input_bytes = len(data)
     say(f"Input image read: {len(data)} bytes")
     clock.lap("read")
-    pixels = decode(data, max(spec[op].max_side for op in job.operations), limits)
+    spec = job.spec
+    pixels = decode(data, [spec[op] for op in job.operations], limits)
     del data
     clock.lap("decode")
     images = render(pixels, job.operations, spec)

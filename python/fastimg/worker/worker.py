@@ -27,7 +27,8 @@ import fastimg
 from . import keys
 from .errors import InvalidJob, JobError
 from .jobs import Job, parse_job
-from .pipeline import SPEC_V1, Limits, OutputSpec, process
+from .outputs import SPEC_V1, OutputSpec
+from .pipeline import Limits, process
 from .queue import Queue, dumps, now_ms
 
 log = logging.getLogger("fastimg.worker")
@@ -108,14 +109,14 @@ class Worker:
     def _handle(self, name: str, wid: str, queue: Queue, raw: bytes) -> None:
         started = time.perf_counter()
         try:
-            job = parse_job(raw, self.config.allowed_roots)
+            job = parse_job(raw, self.config.allowed_roots, self.config.spec)
         except InvalidJob as e:
             _say(name, f"Invalid job moved to {keys.FAILED} ({e.reason}): {e}")
             self._record(name, lambda: queue.failed(wid, raw, self._failure(raw, None, e, 1, wid)))
             return
         _say(name, f"Processing job {job.job_id} with operations: [{' '.join(job.operations)}]")
         try:
-            result = process(job, self.config.spec, self.config.limits, log=lambda m: _say(name, m))
+            result = process(job, self.config.limits, log=lambda m: _say(name, m))
         except Exception as e:  # noqa: BLE001 - a job must never take its slot down
             error = e if isinstance(e, JobError) else JobError("internal-error", f"{type(e).__name__}: {e}")
             if not isinstance(e, JobError):
