@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import sys
 import tempfile
 import time
 import warnings
@@ -114,10 +115,40 @@ def _has_alpha(im: Image.Image) -> bool:
 
 
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_SWAPPED_ORDER = {"16B": "16L", "16L": "16B", "16N": "16B" if sys.byteorder == "little" else "16L"}
+
+
+def _rounded_16bit(data: bytes, im: Image.Image) -> Image.Image:
+    """16-bit RGB(A) rounded to 8 bits. Pillow reads such files by keeping each
+    sample's high byte (truncation); decoding once more with the byte order
+    swapped yields the low bytes, and the two give the full value."""
+    if len(im.tile) != 1 or im.mode not in ("RGB", "RGBA"):
+        return im
+    tile = im.tile[0]
+    args = tile.args if isinstance(tile.args, tuple) else (tile.args,)
+    rawmode = args[0] if args and isinstance(args[0], str) else ""
+    order = rawmode[-3:]
+    if order not in _SWAPPED_ORDER:
+        return im
+    low = Image.open(io.BytesIO(data))
+    swapped = rawmode[:-3] + _SWAPPED_ORDER[order]
+    new_args = (swapped,) + args[1:] if isinstance(tile.args, tuple) else swapped
+    low.tile = [tile._replace(args=new_args)]
+    low.load()
+    im.load()
+    if order == "16N":  # the native read gave low bytes on a little-endian machine: swap roles
+        im, low = low, im
+    wide = np.asarray(im, dtype=np.uint32) * 256 + np.asarray(low, dtype=np.uint32)
+    out = Image.fromarray(((wide * 2 + 257) // 514).astype(np.uint8), im.mode)
+    out.info.update(im.info)
+    return out
 
 
 def decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndarray:
     """Decoded, upright, sRGB pixels: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA."""
+    if not data:
+        # Most often an upload still being written: retried like a truncated file.
+        raise TransientError("corrupt-image", "input file is empty")
     if _looks_like_svg(data):
         raise PermanentError("unsupported-format", "SVG images are not rasterised by this worker")
     try:
@@ -134,6 +165,8 @@ def decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndarr
             if frames > limits.max_frames:
                 raise PermanentError("too-large", f"image has {frames} frames, limit {limits.max_frames}")
             im.seek(0)
+            if im.format in ("PNG", "TIFF"):
+                im = _rounded_16bit(data, im)
             if im.format == "JPEG":
                 # Shrink-on-load: decode at the smallest DCT scale that still
                 # covers every output, sized in the stored orientation.
