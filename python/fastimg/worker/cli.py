@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gpu-image-worker",
         description="Take image jobs from the Redis list image:jobs and write thumbnail, "
         "blur and low-quality WebP files, recording each outcome on image:done, "
-        "image:retry or image:failed. Other commands: `gpu-image-worker process PHOTO...` "
-        "(no Redis; see its --help).",
+        "image:retry or image:failed. Other commands (each with --help): process PHOTO... "
+        "(no Redis), submit FILE..., stats, requeue-failed, purge-done, purge-failed.",
         epilog=ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"refuse larger input files as too-large (default {Limits.max_input_bytes})")
     p.add_argument("--max-pixels", type=_positive_int, default=Limits.max_pixels, metavar="N",
                    help=f"refuse images with more pixels as too-large (default {Limits.max_pixels})")
+    p.add_argument("--metrics-port", type=_non_negative_int, metavar="PORT",
+                   help="serve Prometheus /metrics, /healthz and /readyz on this port (default: off)")
     add_output_options(p)
     return p
 
@@ -173,14 +175,20 @@ def connector(url: str, block_timeout: float) -> Callable[[], redis.Redis]:
 
 
 COMMANDS = {
-    "process": "fastimg.worker.oneshot",
+    "process": ("fastimg.worker.oneshot", "main"),
+    "submit": ("fastimg.worker.admin", "submit_main"),
+    "stats": ("fastimg.worker.admin", "stats_main"),
+    "requeue-failed": ("fastimg.worker.admin", "requeue_main"),
+    "purge-done": ("fastimg.worker.admin", "purge_done_main"),
+    "purge-failed": ("fastimg.worker.admin", "purge_failed_main"),
 }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
-        return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+        module, function = COMMANDS[argv[0]]
+        return getattr(importlib.import_module(module), function)(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
     env = os.environ
@@ -204,6 +212,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         failed_cap=args.failed_cap,
         limits=Limits(args.max_input_bytes, args.max_pixels, args.max_frames),
         spec=spec,
+        metrics_port=args.metrics_port,
     )
     say = logging.getLogger("fastimg.worker").info
     say(f"[MAIN] Starting Image Worker with {config.workers} CPU workers")

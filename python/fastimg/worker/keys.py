@@ -19,3 +19,11 @@ def processing(worker_id: str) -> str:
 def heartbeat(worker_id: str) -> str:
     """Lease of one worker slot; expires when its process stops refreshing it."""
     return f"image:heartbeat:{worker_id}"
+
+EVENTS = "image:events"  # pub/sub channel: one JSON message per state change
+STATUS_TTL_S = 7 * 24 * 3600  # a status hash outlives its job by a week, then expires
+
+
+def status(job_id: str) -> str:
+    """Hash with the job's current state, readable by jobId (see docs/operations.md)."""
+    return f"image:status:{job_id}"

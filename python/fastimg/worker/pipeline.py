@@ -252,8 +252,10 @@ def process(
     job: Job,
     limits: Limits = Limits(),
     log: Optional[Callable[[str], None]] = None,
+    on_output: Optional[Callable[[str], None]] = None,
 ) -> Result:
-    """Make the outputs of ``job``. ``log`` receives the seed's per-step lines."""
+    """Make the outputs of ``job``. ``log`` receives the seed's per-step lines,
+    ``on_output`` each operation's name once its file is in place."""
     say = log or (lambda _msg: None)
     clock = _Clock()
     result = Result()
@@ -280,6 +282,8 @@ def process(
             h, w = images[op].shape[:2]
             result.outputs.append(Output(op, path, len(encoded), w, h))
             say(f"Operation {op} complete: {path} ({len(encoded)} bytes)")
+            if on_output:
+                on_output(op)
     except FileExistsError:
         raise PermanentError("not-a-directory", f"outputDir is not a directory: {job.output_dir}") from None
     except OSError as e:

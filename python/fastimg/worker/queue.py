@@ -66,6 +66,14 @@ return 1
 """
 
 
+# Move one dead letter back to the tail of image:jobs.   KEYS: failed, jobs   ARGV: record, job
+_REQUEUE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -85,6 +93,7 @@ class Queue:
         self._promote = conn.register_script(_PROMOTE)
         self._recover = conn.register_script(_RECOVER)
         self._retire = conn.register_script(_RETIRE)
+        self._requeue = conn.register_script(_REQUEUE)
 
     # -- a worker slot's own job -------------------------------------------
     def take(self, worker_id: str, timeout: float) -> Optional[bytes]:
@@ -154,3 +163,30 @@ class Queue:
     def retire(self, dead_id: str) -> bool:
         return bool(self._retire(keys=[keys.heartbeat(dead_id), keys.processing(dead_id), keys.WORKERS],
                                  args=[dead_id]))
+
+    # -- operator tools --------------------------------------------------------
+    def requeue(self, record: bytes, job: Dict[str, Any]) -> bool:
+        """Move one failed record back to image:jobs as ``job``; False if it was gone."""
+        return bool(self._requeue(keys=[keys.FAILED, keys.JOBS], args=[record, dumps(job)]))
+
+    def stats(self) -> Dict[str, Any]:
+        """Lengths, jobs in flight, live workers and the oldest pending job's age."""
+        conn = self.conn
+        pipe = conn.pipeline(transaction=False)
+        for key in (keys.JOBS, keys.RETRY, keys.DONE, keys.FAILED):
+            pipe.llen(key)
+        pipe.lindex(keys.JOBS, 0)
+        pipe.smembers(keys.WORKERS)
+        jobs, retry, done, failed, oldest, workers = pipe.execute()
+        in_flight = sum(conn.llen(k) for k in conn.scan_iter(match=keys.processing("*"), count=500))
+        live = sum(1 for w in workers if conn.exists(keys.heartbeat(w.decode())))
+        age: Optional[float] = None
+        if oldest is not None:
+            try:
+                ts = json.loads(oldest).get("timestamp")
+                if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts > 0:
+                    age = round(time.time() - ts / 1000, 1)
+            except (ValueError, AttributeError):
+                pass
+        return {"jobs": jobs, "retry": retry, "done": done, "failed": failed, "inFlight": in_flight,
+                "liveWorkers": live, "registeredWorkers": len(workers), "oldestPendingAgeSeconds": age}

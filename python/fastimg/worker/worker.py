@@ -24,9 +24,10 @@ import redis
 
 import fastimg
 
-from . import keys
+from . import keys, status
 from .errors import InvalidJob, JobError
 from .jobs import Job, parse_job
+from .metrics import HealthServer, Metrics, fresh
 from .outputs import SPEC_V1, OutputSpec
 from .pipeline import Limits, process
 from .queue import Queue, dumps, now_ms
@@ -48,6 +49,7 @@ class Config:
     failed_cap: int = 10_000
     spec: Dict[str, OutputSpec] = field(default_factory=lambda: dict(SPEC_V1))
     limits: Limits = field(default_factory=Limits)
+    metrics_port: Optional[int] = None  # serve /metrics, /healthz, /readyz here (0: any free port)
 
 
 def retry_delay(attempt: int, base: float, cap: float) -> float:
@@ -86,6 +88,10 @@ class Worker:
         self.stopping = threading.Event()  # first signal: take no new jobs
         self.hard_stop = threading.Event()  # second signal, or shutdown timeout
         self._threads: List[threading.Thread] = []
+        self.metrics = Metrics()
+        self.health: Optional[HealthServer] = None
+        self.registered = False
+        self.last_loop = self.last_redis_ok = time.monotonic()
 
     # -- one slot ----------------------------------------------------------
     def _slot(self, index: int) -> None:
@@ -98,12 +104,16 @@ class Worker:
                 raw = queue.take(wid, self.config.block_timeout)
                 backoff.reset()
             except redis.RedisError as e:
+                self.metrics.redis_errors.inc()
                 delay = backoff.next()
                 _say(name, f"Redis error while waiting for jobs ({e}); retrying in {delay:.1f}s")
                 self.stopping.wait(delay)
                 continue
             if raw is not None:
-                self._handle(name, wid, queue, raw)
+                self.metrics.busy.inc()
+                with self.metrics.job.time():
+                    self._handle(name, wid, queue, raw)
+                self.metrics.busy.dec()
         _say(name, "Stopped")
 
     def _handle(self, name: str, wid: str, queue: Queue, raw: bytes) -> None:
@@ -112,11 +122,21 @@ class Worker:
             job = parse_job(raw, self.config.allowed_roots, self.config.spec)
         except InvalidJob as e:
             _say(name, f"Invalid job moved to {keys.FAILED} ({e.reason}): {e}")
-            self._record(name, lambda: queue.failed(wid, raw, self._failure(raw, None, e, 1, wid)))
+            if self._record(name, lambda: queue.failed(wid, raw, self._failure(raw, None, e, 1, wid))):
+                self.metrics.jobs.labels("failed", e.reason).inc()
             return
         _say(name, f"Processing job {job.job_id} with operations: [{' '.join(job.operations)}]")
+        status.publish(queue.conn, job.job_id, "processing", operations=list(job.operations),
+                       completed=[], attempt=job.retry_count + 1, worker=wid)
+        made: List[str] = []
+
+        def progress(op: str) -> None:
+            made.append(op)
+            status.publish(queue.conn, job.job_id, "processing", operations=list(job.operations),
+                           completed=list(made), attempt=job.retry_count + 1, worker=wid)
+
         try:
-            result = process(job, self.config.limits, log=lambda m: _say(name, m))
+            result = process(job, self.config.limits, log=lambda m: _say(name, m), on_output=progress)
         except Exception as e:  # noqa: BLE001 - a job must never take its slot down
             error = e if isinstance(e, JobError) else JobError("internal-error", f"{type(e).__name__}: {e}")
             if not isinstance(e, JobError):
@@ -137,6 +157,9 @@ class Worker:
         )
         if self._record(name, lambda: queue.done(wid, raw, record)):
             _say(name, f"Job {job.job_id} completed successfully in {ms:.0f}ms")
+            self.metrics.jobs.labels("done", "").inc()
+            self.metrics.observe_stages(result.timings_ms)
+            status.publish(queue.conn, job.job_id, "done", outputs=record["outputs"], attempts=record["attempts"])
 
     def _failed_attempt(self, name: str, wid: str, queue: Queue, raw: bytes, job: Job, error: JobError) -> None:
         attempt = job.retry_count + 1
@@ -147,11 +170,17 @@ class Worker:
             payload.update(retryCount=attempt, lastError=str(error), lastReason=error.reason, nextAttemptAt=due)
             _say(name, f"Job {job.job_id} failed ({error.reason}: {error}); "
                        f"retry {attempt}/{self.config.max_retries} in {delay:.1f}s")
-            self._record(name, lambda: queue.retry(wid, raw, payload, due))
+            if self._record(name, lambda: queue.retry(wid, raw, payload, due)):
+                self.metrics.jobs.labels("retry", error.reason).inc()
+                status.publish(queue.conn, job.job_id, "retrying", reason=error.reason, error=str(error),
+                               attempt=attempt, nextAttemptAt=due)
         else:
             why = "permanently" if not error.retry else f"after {attempt} attempts"
             _say(name, f"Job {job.job_id} failed {why} ({error.reason}): {error}")
-            self._record(name, lambda: queue.failed(wid, raw, self._failure(raw, job, error, attempt, wid)))
+            if self._record(name, lambda: queue.failed(wid, raw, self._failure(raw, job, error, attempt, wid))):
+                self.metrics.jobs.labels("failed", error.reason).inc()
+                status.publish(queue.conn, job.job_id, "failed", reason=error.reason, error=str(error),
+                               attempts=attempt)
 
     @staticmethod
     def _failure(raw: bytes, job: Optional[Job], error: JobError, attempts: int, wid: str) -> Dict[str, Any]:
@@ -180,6 +209,7 @@ class Worker:
                 _say(name, "Job was recovered by another worker while in flight; outcome not recorded")
                 return False
             except redis.RedisError as e:
+                self.metrics.redis_errors.inc()
                 delay = backoff.next()
                 _say(name, f"Redis error while recording outcome ({e}); retrying in {delay:.1f}s")
                 self.hard_stop.wait(delay)
@@ -213,6 +243,7 @@ class Worker:
                                   lastReason="worker-died")
                     moved = queue.recover(dead, raw, dumps(fields), to_failed=False)
                 if moved == 1:
+                    self.metrics.recovered.inc()
                     _say("MAIN", f"Recovered job {fields.get('jobId')} from dead worker {dead}")
             queue.retire(dead)
 
@@ -230,15 +261,23 @@ class Worker:
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        _say("MAIN", f"Kernels: {fastimg.backends().describe()}")
+        info = fastimg.backends()
+        _say("MAIN", f"Kernels: {info.describe()}")
+        self.metrics.backend.info({"backend": info.default, "device": info.cuda_device or "",
+                                   "reason": info.cuda_reason or ""})
+        if cfg.metrics_port is not None:
+            self.health = HealthServer(cfg.metrics_port, self.metrics, self.healthy, self.ready)
+            _say("MAIN", f"Metrics on :{self.health.port}/metrics, health on /healthz and /readyz")
         queue = Queue(self.connect(), cfg.done_cap, cfg.failed_cap)
         ttl_ms = int(cfg.heartbeat_ttl * 1000)
         backoff = _Backoff()
         while True:  # leases first: a slot must never hold a job without one
             try:
                 queue.register(self.ids, ttl_ms)
+                self.registered = True
                 break
             except redis.RedisError as e:
+                self.metrics.redis_errors.inc()
                 delay = backoff.next()
                 _say("MAIN", f"Redis error at start-up ({e}); retrying in {delay:.1f}s")
                 if self.stopping.wait(delay):
@@ -258,7 +297,7 @@ class Worker:
                 self.hard_stop.set()
             if self.hard_stop.is_set():
                 break
-            now = time.monotonic()
+            now = self.last_loop = time.monotonic()
             try:
                 if now >= next_beat:
                     queue.beat(self.ids, ttl_ms)
@@ -266,9 +305,12 @@ class Worker:
                 if now >= next_sweep:
                     queue.promote_due()
                     self._recover_dead(queue)
+                    self._update_gauges(queue)
                     next_sweep = now + min(1.0, cfg.heartbeat_ttl / 3)
                 backoff.reset()
+                self.last_redis_ok = now
             except redis.RedisError as e:
+                self.metrics.redis_errors.inc()
                 delay = backoff.next()
                 _say("MAIN", f"Redis error ({e}); retrying in {delay:.1f}s")
                 self.hard_stop.wait(delay)
@@ -276,6 +318,20 @@ class Worker:
             self.hard_stop.wait(0.2)
 
         return self._exit(queue)
+
+    def _update_gauges(self, queue: Queue) -> None:
+        s = queue.stats()
+        for name in ("jobs", "retry", "done", "failed"):
+            self.metrics.queue.labels(name).set(s[name])
+        self.metrics.in_flight.set(s["inFlight"])
+        self.metrics.live_workers.set(s["liveWorkers"])
+
+    def healthy(self) -> bool:
+        """Redis answered recently and the main loop is turning."""
+        return fresh(self.last_loop, 10.0) and fresh(self.last_redis_ok, max(30.0, self.config.heartbeat_ttl))
+
+    def ready(self) -> bool:
+        return self.registered and not self.stopping.is_set()
 
     def _exit(self, queue: Queue) -> int:
         backoff = _Backoff()
@@ -292,5 +348,7 @@ class Worker:
                 # The leases expire on their own; any live worker then recovers the jobs.
                 _say("MAIN", f"Redis error while stopping ({e})")
                 time.sleep(backoff.next())
+        if self.health:
+            self.health.close()
         _say("MAIN", "Worker stopped")
         return 0

@@ -1,0 +1,129 @@
+"""The producer side of the queue, for servers written in Python: what the
+seed's Node.js server does on upload.
+
+    from fastimg.producer import Producer, store_upload
+    path = store_upload(request_file, uploads_root="/srv/uploads", user_id="u42", filename="cat.jpg")
+    Producer.from_url("redis://localhost:6379/0").enqueue(path, user_id="u42", uploads_root="/srv/uploads")
+
+An upload never fails because of the queue: when Redis cannot be reached,
+``enqueue`` logs a warning and returns None.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Dict, Optional, Sequence, Union
+
+import redis
+
+from .worker import keys, status
+from .worker.outputs import OPERATIONS
+from .worker.queue import dumps
+
+log = logging.getLogger("fastimg.producer")
+
+IMAGE_TYPES = ("jpeg", "png", "gif", "webp", "bmp", "tiff", "svg")
+
+
+def detect_image_type(head: bytes) -> Optional[str]:
+    """The seed's image type of a file from its first bytes (at least 512 for SVG), or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in text:
+        return "svg"
+    return None
+
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]")
+
+
+def store_upload(
+    source: Union[bytes, BinaryIO, str, os.PathLike],
+    uploads_root: Union[str, os.PathLike],
+    user_id: str,
+    filename: str,
+) -> Path:
+    """Save an upload as ``<uploads_root>/<user_id>/<uuid>-<filename>`` (the seed's
+    naming) and return its absolute path. ``source`` is bytes, a readable binary
+    file or a path to copy. The file name is reduced to its base name and safe
+    characters; the user id must be a plain directory name."""
+    if not user_id or _UNSAFE_NAME.search(user_id) or user_id in (".", ".."):
+        raise ValueError(f"user_id {user_id!r} is not a safe directory name")
+    base = _UNSAFE_NAME.sub("_", os.path.basename(filename)).strip() or "upload"
+    directory = Path(uploads_root).resolve() / user_id
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{uuid.uuid4()}-{base}"
+    if isinstance(source, bytes):
+        target.write_bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        shutil.copyfile(source, target)
+    else:
+        with open(target, "wb") as f:
+            shutil.copyfileobj(source, f)
+    return target
+
+
+def build_job(path: Union[str, os.PathLike], user_id: str, uploads_root: Union[str, os.PathLike],
+              operations: Sequence[str] = OPERATIONS) -> Dict[str, object]:
+    """The job exactly as the seed's server builds it for a stored upload."""
+    path = Path(path).resolve()
+    return {
+        "jobId": os.path.splitext(path.name)[0],
+        "inputPath": str(path),
+        "outputDir": str(Path(uploads_root).resolve() / user_id / "processed"),
+        "operations": list(operations),
+        "timestamp": int(time.time() * 1000),
+        "retryCount": 0,
+    }
+
+
+class Producer:
+    """Queues image jobs; never raises because of Redis."""
+
+    def __init__(self, conn: redis.Redis) -> None:
+        self.conn = conn
+
+    @classmethod
+    def from_url(cls, url: str) -> "Producer":
+        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5))
+
+    def enqueue(self, path: Union[str, os.PathLike], user_id: str, uploads_root: Union[str, os.PathLike],
+                operations: Sequence[str] = OPERATIONS, params: Optional[dict] = None) -> Optional[Dict[str, object]]:
+        """Queue the stored upload at ``path`` when it is an image; return the job,
+        or None when it is not an image or Redis is unavailable (logged)."""
+        try:
+            with open(path, "rb") as f:
+                kind = detect_image_type(f.read(4096))
+        except OSError as e:
+            log.error("Failed to read upload for image processing: %s", e)
+            return None
+        if kind is None:
+            return None
+        job = build_job(path, user_id, uploads_root, operations)
+        if params:
+            job["params"] = params
+        try:
+            self.conn.rpush(keys.JOBS, dumps(job))
+        except redis.RedisError as e:
+            log.warning("Redis not available - skipping image processing job for %s: %s", path, e)
+            return None
+        status.publish(self.conn, str(job["jobId"]), "queued", operations=list(operations))
+        log.info("Image processing job sent to queue: %s (%s, user %s)", job["jobId"], kind, user_id)
+        return job

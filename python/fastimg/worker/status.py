@@ -1,0 +1,51 @@
+"""Job status for servers and browsers: a hash per job (``image:status:<jobId>``)
+and one message on ``image:events`` per change.
+
+Best effort by design: the queue lists are the record of truth, so a status
+write that fails is logged and never fails or delays the job."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Dict
+
+import redis
+
+from . import keys
+
+log = logging.getLogger("fastimg.worker")
+
+
+def publish(conn: redis.Redis, job_id: str, state: str, **fields: Any) -> None:
+    """Set the job's status to ``state`` (queued, processing, retrying, done,
+    failed) with ``fields``, and announce it."""
+    now = int(time.time() * 1000)
+    flat: Dict[str, str] = {"jobId": job_id, "state": state, "updatedAt": str(now)}
+    for k, v in fields.items():
+        flat[k] = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+    message = json.dumps({"jobId": job_id, "state": state, "at": now, **fields}, separators=(",", ":"))
+    try:
+        pipe = conn.pipeline(transaction=True)
+        if state in ("queued", "processing"):
+            # A new attempt starts a new story: drop the last attempt's fields.
+            pipe.delete(keys.status(job_id))
+        pipe.hset(keys.status(job_id), mapping=flat)
+        pipe.expire(keys.status(job_id), keys.STATUS_TTL_S)
+        pipe.publish(keys.EVENTS, message)
+        pipe.execute()
+    except redis.RedisError as e:
+        log.warning("status update for %s (%s) not written: %s", job_id, state, e)
+
+
+def read(conn: redis.Redis, job_id: str) -> Dict[str, Any]:
+    """The status hash of ``job_id`` with JSON fields decoded; {} when unknown or expired."""
+    out: Dict[str, Any] = {}
+    for k, v in conn.hgetall(keys.status(job_id)).items():
+        key, text = k.decode(), v.decode()
+        try:
+            out[key] = json.loads(text) if key not in ("jobId", "state") else text
+        except ValueError:
+            out[key] = text
+    return out
