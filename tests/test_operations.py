@@ -7,7 +7,6 @@ import json
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request

@@ -4,7 +4,6 @@ Redis going away, and Redis with a password and an ACL user."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess

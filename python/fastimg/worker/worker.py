@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import redis
 
@@ -122,7 +122,8 @@ class Worker:
             job = parse_job(raw, self.config.allowed_roots, self.config.spec)
         except InvalidJob as e:
             _say(name, f"Invalid job moved to {keys.FAILED} ({e.reason}): {e}")
-            if self._record(name, lambda: queue.failed(wid, raw, self._failure(raw, None, e, 1, wid))):
+            record = self._failure(raw, None, e, 1, wid)
+            if self._record(name, lambda: queue.failed(wid, raw, record)):
                 self.metrics.jobs.labels("failed", e.reason).inc()
             return
         _say(name, f"Processing job {job.job_id} with operations: [{' '.join(job.operations)}]")
