@@ -41,13 +41,42 @@ constexpr int kStrip = 256;
 constexpr int kVecs = 8;
 constexpr int kLanes = 16 * kVecs;
 
+// The vertical pass's float rows, kept per thread between calls: a fresh
+// allocation this size comes from mmap, and first-touch page faults on it cost
+// as much as the pass itself. Buffers beyond kKeepFloats are not kept, so an
+// occasional huge image does not pin its memory to the thread.
+constexpr size_t kKeepFloats = size_t(16) << 20;  // 64 MiB
+
+class Scratch {
+ public:
+  explicit Scratch(size_t n) {
+    thread_local std::unique_ptr<float[]> kept;
+    thread_local size_t kept_size = 0;
+    if (n > kKeepFloats) {
+      own_.reset(new float[n]);
+      data_ = own_.get();
+      return;
+    }
+    if (n > kept_size) {
+      kept.reset(new float[n]);
+      kept_size = n;
+    }
+    data_ = kept.get();
+  }
+  float& operator[](size_t i) { return data_[i]; }
+
+ private:
+  std::unique_ptr<float[]> own_;
+  float* data_ = nullptr;
+};
+
 template <int C>
 class Separable {
  public:
   Separable(const uint8_t* src, Dims in, PassView hp, PassView vp, uint8_t* dst)
       : src_(src), in_(in), hp_(hp), vp_(vp), dst_(dst), row_len_(static_cast<size_t>(in.w) * C),
         // Not zero-filled: the vertical pass writes every element.
-        tmp_(new float[vp.n_out * row_len_]),
+        tmp_(vp.n_out * row_len_),
         ring_(static_cast<size_t>(vp.taps) * kStrip * C, 0.0f),
         ring_row_(vp.taps),
         window_(vp.taps),
@@ -132,7 +161,7 @@ class Separable {
   PassView hp_, vp_;
   uint8_t* dst_;
   size_t row_len_;
-  std::unique_ptr<float[]> tmp_;  // vertical-pass output: vp.n_out float rows
+  Scratch tmp_;                   // vertical-pass output: vp.n_out float rows
   std::vector<float> ring_;       // one strip of the input rows in a window
   std::vector<int> ring_row_;
   std::vector<const float*> window_;
