@@ -176,7 +176,8 @@ def decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndarr
                          for s in specs]
                 im.draft(im.mode if im.mode in ("RGB", "L") else None,
                          (max(w for w, _ in sizes), max(h for _, h in sizes)))
-            im = ImageOps.exif_transpose(im)  # loads the first frame
+            if im.getexif().get(0x0112, 1) in range(2, 9):
+                im = ImageOps.exif_transpose(im)  # a copy, so only when it turns something
             im = _to_srgb(im)
             if im.mode in ("I;16", "I;16L", "I;16B", "I"):
                 # 16-bit grey: round to 8 bits rather than clip.
