@@ -183,10 +183,9 @@ def decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndarr
                 # 16-bit grey: round to 8 bits rather than clip.
                 wide = np.asarray(im, dtype=np.float64)
                 return np.clip(np.floor(wide / 257.0 + 0.5), 0, 255).astype(np.uint8)
-            if _has_alpha(im):
-                im = im.convert("RGBA")
-            elif im.mode != "L":
-                im = im.convert("RGB")
+            mode = "RGBA" if _has_alpha(im) else ("L" if im.mode == "L" else "RGB")
+            if im.mode != mode:  # convert() copies even when the mode is already right
+                im = im.convert(mode)
             return np.asarray(im)
     except PermanentError:
         raise
