@@ -45,7 +45,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     def _new_slot(self) -> str:
         wid = f"model-{next(self.names)}"
-        self.queue.register([wid], ttl_ms=600_000)
+        self.queue.beat([wid], ttl_ms=600_000)
         return wid
 
     def _held(self, slot: int):

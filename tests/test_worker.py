@@ -257,3 +257,13 @@ def test_worker_registers_and_leaves_cleanly(r, redis_server):
         wait_for(lambda: r.scard("image:workers") == 3)
         assert all(r.pttl(f"image:heartbeat:{wid}") > 0 for wid in w.ids)
     assert r.scard("image:workers") == 0 and not r.keys("image:heartbeat:*")
+
+
+def test_worker_registers_again_after_redis_lost_its_data(r, redis_server):
+    # Without re-registration a slot missing from image:workers would never
+    # have its jobs recovered if it died.
+    with running_worker(redis_server.url, workers=2, heartbeat_ttl=1.5) as w:
+        wait_for(lambda: r.scard("image:workers") == 2)
+        r.flushall()
+        wait_for(lambda: {x.decode() for x in r.smembers("image:workers")} == set(w.ids), what="re-registration")
+        assert all(r.exists(f"image:heartbeat:{wid}") for wid in w.ids)

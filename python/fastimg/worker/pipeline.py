@@ -61,9 +61,12 @@ class _Clock:
         self.timings: Dict[str, float] = {}
         self._t = time.perf_counter()
 
+    def add(self, stage: str, ms: float) -> None:
+        self.timings[stage] = round(self.timings.get(stage, 0.0) + ms, 2)
+
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
-        self.timings[stage] = round(self.timings.get(stage, 0.0) + (now - self._t) * 1000, 2)
+        self.add(stage, (now - self._t) * 1000)
         self._t = now
 
 
@@ -91,9 +94,27 @@ def read_input(path: str, limits: Limits) -> bytes:
             os.close(fd)
 
 
-def _looks_like_svg(data: bytes) -> bool:
-    head = data[:1024].lstrip().lower()
-    return head.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in data[:4096].lower()
+IMAGE_TYPES = ("jpeg", "png", "gif", "webp", "bmp", "tiff", "svg")  # the seed server's image MIME types
+
+
+def detect_image_type(head: bytes) -> Optional[str]:
+    """The seed's image type of a file from its first bytes (at least 512 for SVG), or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    text = head[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in text:
+        return "svg"
+    return None
 
 
 _SRGB = ImageCms.createProfile("sRGB")
@@ -150,7 +171,7 @@ def decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndarr
     if not data:
         # Most often an upload still being written: retried like a truncated file.
         raise TransientError("corrupt-image", "input file is empty")
-    if _looks_like_svg(data):
+    if detect_image_type(data[:4096]) == "svg":
         raise PermanentError("unsupported-format", "SVG images are not rasterised by this worker")
     try:
         with warnings.catch_warnings():
@@ -167,16 +188,17 @@ def decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndarr
                 raise PermanentError("too-large", f"image has {frames} frames, limit {limits.max_frames}")
             im.seek(0)
             if im.format in ("PNG", "TIFF"):
-                im = _rounded_16bit(data, im)
+                im = _rounded_16bit(data, im)  # before getexif(), which loads a PNG
+            orientation = im.getexif().get(0x0112, 1)
             if im.format == "JPEG":
                 # Shrink-on-load: decode at the smallest DCT scale that still
                 # covers every output, sized in the stored orientation.
-                swap = im.getexif().get(0x0112) in _TRANSPOSED
+                swap = orientation in _TRANSPOSED
                 sizes = [fit_inside(width, height, *((s.height, s.width) if swap else (s.width, s.height)))
                          for s in specs]
                 im.draft(im.mode if im.mode in ("RGB", "L") else None,
                          (max(w for w, _ in sizes), max(h for _, h in sizes)))
-            if im.getexif().get(0x0112, 1) in range(2, 9):
+            if orientation in range(2, 9):
                 im = ImageOps.exif_transpose(im)  # a copy, so only when it turns something
             im = _to_srgb(im)
             if im.mode in ("I;16", "I;16L", "I;16B", "I"):
@@ -311,8 +333,8 @@ def process(
     for fut in as_completed(futures):
         output, encode_ms, write_ms = fut.result()
         made[output.operation] = output
-        clock.timings["encode"] = round(clock.timings.get("encode", 0.0) + encode_ms, 2)
-        clock.timings["write"] = round(clock.timings.get("write", 0.0) + write_ms, 2)
+        clock.add("encode", encode_ms)
+        clock.add("write", write_ms)
         say(f"Operation {output.operation} complete: {output.path} ({output.bytes} bytes)")
         if on_output:
             on_output(output.operation)

@@ -123,17 +123,14 @@ class Queue:
         return moved
 
     # -- leases ----------------------------------------------------------
-    def register(self, worker_ids: List[str], ttl_ms: int) -> None:
+    def beat(self, worker_ids: List[str], ttl_ms: int) -> None:
+        """Renew the slots' leases and (re-)register them. Registering on every
+        beat matters after Redis lost its data: a slot missing from
+        image:workers would never have its jobs recovered if it died."""
         pipe = self.conn.pipeline(transaction=True)
         for wid in worker_ids:
             pipe.set(keys.heartbeat(wid), str(now_ms()), px=ttl_ms)
         pipe.sadd(keys.WORKERS, *worker_ids)
-        pipe.execute()
-
-    def beat(self, worker_ids: List[str], ttl_ms: int) -> None:
-        pipe = self.conn.pipeline(transaction=False)
-        for wid in worker_ids:
-            pipe.set(keys.heartbeat(wid), str(now_ms()), px=ttl_ms)
         pipe.execute()
 
     def unregister(self, worker_ids: List[str]) -> None:

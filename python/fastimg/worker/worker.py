@@ -274,7 +274,7 @@ class Worker:
         backoff = _Backoff()
         while True:  # leases first: a slot must never hold a job without one
             try:
-                queue.register(self.ids, ttl_ms)
+                queue.beat(self.ids, ttl_ms)
                 self.registered = True
                 break
             except redis.RedisError as e:
