@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "cuda_check.h"
@@ -11,10 +12,17 @@ namespace {
 // overlap on the GPU instead of queueing behind one another.
 const cudaStream_t kStream = cudaStreamPerThread;
 
-template <int C>
-struct U8Pixels {
-  const uint8_t* p;
-  __device__ void load(int i, float px[C]) const { load_u8<C>(p + static_cast<size_t>(i) * C, px); }
+// A row of pixels: 8-bit (the input of a chain of stages) or premultiplied
+// floats (between stages).
+template <int C, class In>
+struct Row {
+  const In* p;
+  __device__ void load(int i, float px[C]) const {
+    if constexpr (std::is_same_v<In, float>)
+      load_f32<C>(p + static_cast<size_t>(i) * C, px);
+    else
+      load_u8<C>(p + static_cast<size_t>(i) * C, px);
+  }
 };
 
 template <int C>
@@ -26,20 +34,20 @@ struct F32Column {
 
 // Grid-stride loops: any grid size covers any image, and the launch below
 // sizes the grid to the device instead of to the image.
-template <int C>
-__global__ void horizontal_kernel(const uint8_t* src, int in_w, int rows, PassView hp, float* tmp) {
+template <int C, class In>
+__global__ void horizontal_kernel(const In* src, int in_w, int rows, PassView hp, float* tmp) {
   const size_t n = static_cast<size_t>(rows) * hp.n_out;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const int y = static_cast<int>(i / hp.n_out), x = static_cast<int>(i % hp.n_out);
-    const U8Pixels<C> row{src + static_cast<size_t>(y) * in_w * C};
+    const Row<C, In> row{src + static_cast<size_t>(y) * in_w * C};
     weighted_sum<C>(row, hp.start[x], hp.weights + static_cast<size_t>(x) * hp.taps, hp.taps,
                     tmp + i * C);
   }
 }
 
-template <int C>
-__global__ void vertical_kernel(const float* tmp, int w, PassView vp, uint8_t* dst) {
+template <int C, class Out>
+__global__ void vertical_kernel(const float* tmp, int w, PassView vp, Out* dst) {
   const size_t n = static_cast<size_t>(vp.n_out) * w;
   const size_t pitch = static_cast<size_t>(w) * C;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
@@ -48,7 +56,10 @@ __global__ void vertical_kernel(const float* tmp, int w, PassView vp, uint8_t* d
     const F32Column<C> column{tmp + static_cast<size_t>(x) * C, pitch};
     float acc[C];
     weighted_sum<C>(column, vp.start[y], vp.weights + static_cast<size_t>(y) * vp.taps, vp.taps, acc);
-    store_u8<C>(acc, dst + i * C);
+    if constexpr (std::is_same_v<Out, float>)
+      for (int c = 0; c < C; ++c) dst[i * C + c] = acc[c];  // stays premultiplied, unrounded
+    else
+      store_u8<C>(acc, dst + i * C);
   }
 }
 
@@ -95,16 +106,37 @@ struct DevicePass {
   }
 };
 
-template <int C>
-void separable(const uint8_t* src, Dims in, uint8_t* dst, const Pass& h, const Pass& v) {
-  const DevicePass hp(h), vp(v);
-  const size_t tmp_items = static_cast<size_t>(in.h) * h.n_out;
+template <int C, class In, class Out>
+void stage(const In* src, Dims in, Out* dst, const Stage& s) {
+  const DevicePass hp(s.horizontal), vp(s.vertical);
+  const size_t tmp_items = static_cast<size_t>(in.h) * hp.view.n_out;
   auto tmp = device_array<float>(tmp_items * C);
-  horizontal_kernel<C><<<grid_for(tmp_items), kThreads, 0, kStream>>>(src, in.w, in.h, hp.view, tmp.get());
+  horizontal_kernel<C, In><<<grid_for(tmp_items), kThreads, 0, kStream>>>(src, in.w, in.h, hp.view, tmp.get());
   FI_CUDA_CHECK_LAUNCH();
-  const size_t out_items = static_cast<size_t>(v.n_out) * h.n_out;
-  vertical_kernel<C><<<grid_for(out_items), kThreads, 0, kStream>>>(tmp.get(), h.n_out, vp.view, dst);
+  const size_t out_items = static_cast<size_t>(vp.view.n_out) * hp.view.n_out;
+  vertical_kernel<C, Out><<<grid_for(out_items), kThreads, 0, kStream>>>(tmp.get(), hp.view.n_out, vp.view, dst);
   FI_CUDA_CHECK_LAUNCH();
+}
+
+template <int C>
+void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages) {
+  // Between stages the image stays in premultiplied floats, as on the CPU.
+  std::shared_ptr<float> cur, next;
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const Stage& s = stages[i];
+    const bool first = i == 0, last = i + 1 == stages.size();
+    if (!last) next = device_array<float>(static_cast<size_t>(s.vertical.n_out) * s.horizontal.n_out * C);
+    if (first && last)
+      stage<C>(src, in, dst, s);
+    else if (first)
+      stage<C>(src, in, next.get(), s);
+    else if (last)
+      stage<C>(cur.get(), in, dst, s);
+    else
+      stage<C>(cur.get(), in, next.get(), s);
+    in = {s.vertical.n_out, s.horizontal.n_out, C};
+    cur.swap(next);
+  }
   // Kernel faults surface here, at the call that caused them, and the result
   // is complete before any other thread can see it.
   FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
@@ -151,12 +183,11 @@ void cuda_download(uint8_t* dst, const uint8_t* src, size_t bytes) {
   FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
 }
 
-void cuda_separable(const uint8_t* src, Dims in, uint8_t* dst, const Pass& horizontal,
-                    const Pass& vertical) {
+void cuda_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages) {
   switch (in.c) {
-    case 1: return separable<1>(src, in, dst, horizontal, vertical);
-    case 3: return separable<3>(src, in, dst, horizontal, vertical);
-    case 4: return separable<4>(src, in, dst, horizontal, vertical);
+    case 1: return run_stages<1>(src, in, dst, stages);
+    case 3: return run_stages<3>(src, in, dst, stages);
+    case 4: return run_stages<4>(src, in, dst, stages);
   }
   throw std::invalid_argument("channels must be 1, 3 or 4");
 }

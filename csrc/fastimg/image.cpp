@@ -53,15 +53,16 @@ void Image::download(uint8_t* dst) const {
   }
 }
 
-void Image::separable_into(Image& dst, const Pass& horizontal, const Pass& vertical) const {
-  if (dst.backend_ != backend_ || dst.dims_.c != dims_.c || dst.dims_.w != horizontal.n_out ||
-      dst.dims_.h != vertical.n_out)
+void Image::separable_into(Image& dst, const std::vector<Stage>& stages) const {
+  const Stage& last = stages.back();
+  if (dst.backend_ != backend_ || dst.dims_.c != dims_.c || dst.dims_.w != last.horizontal.n_out ||
+      dst.dims_.h != last.vertical.n_out)
     throw std::invalid_argument("destination image does not match the operation");
   if (backend_ == Backend::CPU) {
-    cpu_separable(data_.get(), dims_, dst.data_.get(), horizontal, vertical);
+    cpu_separable(data_.get(), dims_, dst.data_.get(), stages);
   } else {
 #ifdef FASTIMG_WITH_CUDA
-    cuda_separable(data_.get(), dims_, dst.data_.get(), horizontal, vertical);
+    cuda_separable(data_.get(), dims_, dst.data_.get(), stages);
 #else
     no_cuda();
 #endif
@@ -69,11 +70,11 @@ void Image::separable_into(Image& dst, const Pass& horizontal, const Pass& verti
 }
 
 void Image::resize_into(Image& dst, Filter filter) const {
-  separable_into(dst, resize_pass(dims_.w, dst.dims_.w, filter), resize_pass(dims_.h, dst.dims_.h, filter));
+  separable_into(dst, {{resize_pass(dims_.w, dst.dims_.w, filter), resize_pass(dims_.h, dst.dims_.h, filter)}});
 }
 
 void Image::gaussian_blur_into(Image& dst, double sigma) const {
-  separable_into(dst, gaussian_pass(dims_.w, sigma), gaussian_pass(dims_.h, sigma));
+  separable_into(dst, gaussian_stages(dims_.w, dims_.h, sigma));
 }
 
 void Image::quantize_into(Image& dst, int levels, bool dither) const {

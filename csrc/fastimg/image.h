@@ -35,7 +35,7 @@ class Image {
  private:
   Image(Dims dims, Backend backend, std::shared_ptr<uint8_t> data)
       : dims_(dims), backend_(backend), data_(std::move(data)) {}
-  void separable_into(Image& dst, const Pass& horizontal, const Pass& vertical) const;
+  void separable_into(Image& dst, const std::vector<Stage>& stages) const;
 
   Dims dims_;
   Backend backend_;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "passes.h"
 
@@ -20,9 +21,9 @@ struct Dims {
   bool operator==(const Dims& o) const { return h == o.h && w == o.w && c == o.c; }
 };
 
-// dst has horizontal.n_out columns and vertical.n_out rows.
-void cpu_separable(const uint8_t* src, Dims in, uint8_t* dst, const Pass& horizontal,
-                   const Pass& vertical);
+// Separable stages applied in turn; dst has the last stage's
+// horizontal.n_out columns and vertical.n_out rows.
+void cpu_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages);
 void cpu_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither);
 
 struct CudaStatus {
@@ -40,8 +41,7 @@ CudaStatus cuda_status();
 std::shared_ptr<uint8_t> cuda_alloc(size_t bytes);
 void cuda_upload(uint8_t* dst, const uint8_t* src, size_t bytes);
 void cuda_download(uint8_t* dst, const uint8_t* src, size_t bytes);
-void cuda_separable(const uint8_t* src, Dims in, uint8_t* dst, const Pass& horizontal,
-                    const Pass& vertical);
+void cuda_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages);
 void cuda_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither);
 #endif
 

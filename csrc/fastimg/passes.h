@@ -27,8 +27,25 @@ struct Pass {
 Pass resize_pass(int n_in, int n_out, Filter filter);
 
 // Gaussian of standard deviation `sigma`, truncated at gaussian_radius(sigma),
-// with mirror-reflected edges (... c b a | a b c ...).
-Pass gaussian_pass(int n, double sigma);
+// with mirror-reflected edges (... c b a | a b c ...), evaluated at the centres
+// of n_out samples spread over the n_in input samples (n_out == n_in: the
+// plain blur; fewer: the blurred signal on a coarser grid).
+Pass gaussian_pass(int n_in, int n_out, double sigma);
 int gaussian_radius(double sigma);
+
+// Cubic interpolation (Keys, a = -1/2) from n_in samples up to n_out, with
+// the same geometry and mirror-reflected edges.
+Pass cubic_pass(int n_in, int n_out);
+
+// One separable stage: a horizontal and a vertical pass.
+struct Stage {
+  Pass horizontal, vertical;
+};
+
+// The stages of a Gaussian blur of a w x h image. A wide blur is evaluated on
+// a grid coarser by a factor of about sigma / 3 and interpolated back: the
+// blurred image has no detail the coarse grid cannot carry, and this is 2-6x
+// less work (docs/kernels.md has the error analysis).
+std::vector<Stage> gaussian_stages(int w, int h, double sigma);
 
 }  // namespace fi

@@ -25,13 +25,25 @@ struct PassView {
   const float* weights;
 };
 
-// Reads pixel `p` of an 8-bit image as float. RGBA is premultiplied here, so
-// that transparent pixels carry no colour into their neighbours.
+// The formulas below that take a `T` are written once for two kinds of
+// value: a float (the CUDA kernels, one pixel per thread) and a GCC vector of
+// floats (the CPU driver, 16 pixels at once). Only arithmetic, comparisons and
+// `?:` are used, which both kinds support elementwise.
+
+// RGBA is resampled premultiplied, so that transparent pixels carry no colour
+// into their neighbours. (A multiply, not a divide by 255: a vector divide
+// costs as much as the rest of the pass's loads.)
+template <class T>
+FI_HD T premultiply(T colour, T alpha) {
+  return colour * alpha * (1.0f / 255.0f);
+}
+
+// Reads pixel `p` of an 8-bit image as float.
 template <int C>
 FI_HD void load_u8(const uint8_t* p, float px[C]) {
   if (C == 4) {
     const float a = p[3];
-    for (int c = 0; c < 3; ++c) px[c] = p[c] * a / 255.0f;
+    for (int c = 0; c < 3; ++c) px[c] = premultiply<float>(p[c], a);
     px[3] = a;
   } else {
     for (int c = 0; c < C; ++c) px[c] = p[c];
@@ -55,29 +67,35 @@ FI_HD void weighted_sum(const Src& src, int start, const float* w, int taps, flo
   }
 }
 
-FI_HD uint8_t round_u8(float v) {
-  // Half rounds up; NaN cannot occur (weights are finite), so clamping first
-  // keeps the conversion defined.
-  v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
-  return static_cast<uint8_t>(v + 0.5f);
+// `v` clamped to 0..255, plus 1/2: truncating the result rounds half up.
+template <class T>
+FI_HD T rounding_point(T v) {
+  v = v < 0.0f ? 0.0f : v;
+  v = v > 255.0f ? 255.0f : v;
+  return v + 0.5f;
 }
 
-// Writes one accumulated pixel back to 8 bits, undoing the premultiplication
-// for RGBA. A pixel whose alpha rounds to 0 is stored as transparent black.
+// One accumulated pixel as the values whose truncation gives its 8-bit
+// channels, undoing the premultiplication for RGBA. A pixel whose alpha rounds
+// to 0 becomes transparent black. (Lanes of a vector that take that branch may
+// divide by zero; the select discards what they computed.)
+template <int C, class T>
+FI_HD void finish(const T px[C], T out[C]) {
+  if (C == 4) {
+    const T a = rounding_point(px[3]);
+    const T alpha = px[3] > 255.0f ? 255.0f : px[3];
+    for (int c = 0; c < 3; ++c) out[c] = a < 1.0f ? 0.0f : rounding_point(px[c] * 255.0f / alpha);
+    out[3] = a;
+  } else {
+    for (int c = 0; c < C; ++c) out[c] = rounding_point(px[c]);
+  }
+}
+
 template <int C>
 FI_HD void store_u8(const float px[C], uint8_t* p) {
-  if (C == 4) {
-    const uint8_t a = round_u8(px[3]);
-    p[3] = a;
-    if (a == 0) {
-      p[0] = p[1] = p[2] = 0;
-    } else {
-      const float alpha = px[3] > 255.0f ? 255.0f : px[3];
-      for (int c = 0; c < 3; ++c) p[c] = round_u8(px[c] * 255.0f / alpha);
-    }
-  } else {
-    for (int c = 0; c < C; ++c) p[c] = round_u8(px[c]);
-  }
+  float out[C];
+  finish<C>(px, out);
+  for (int c = 0; c < C; ++c) p[c] = static_cast<uint8_t>(out[c]);
 }
 
 // Ordered dithering thresholds: the 8x8 Bayer matrix, values 0..63.
