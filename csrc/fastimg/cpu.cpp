@@ -298,6 +298,11 @@ void cpu_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dit
       const uint8_t grey = static_cast<uint8_t>(v);
       quantize_pixel(&grey, &table[cell * 256 + v], 1, levels, cell % 8, cell / 8, dither);
     }
+  if (!dither && d.c != 4) {  // one table for every byte: a flat loop
+    const size_t n = d.bytes();
+    for (size_t i = 0; i < n; ++i) dst[i] = table[src[i]];
+    return;
+  }
   const int colour = d.c == 4 ? 3 : d.c;
   for (int y = 0; y < d.h; ++y)
     for (int x = 0; x < d.w; ++x) {

@@ -11,9 +11,9 @@ import sys
 import tempfile
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -222,19 +222,22 @@ def decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndarr
         raise TransientError("corrupt-image", f"cannot decode image: {e}") from None
 
 
-def render(pixels: np.ndarray, operations: Sequence[str], spec: Mapping[str, OutputSpec]) -> Dict[str, np.ndarray]:
-    """The outputs of each operation, from one upload of ``pixels`` to the kernel backend.
+def render_each(
+    pixels: np.ndarray, operations: Sequence[str], spec: Mapping[str, OutputSpec]
+) -> Iterator[Tuple[str, np.ndarray]]:
+    """(operation, output pixels) for each operation, largest output first, as
+    each is ready, from one upload of ``pixels`` to the kernel backend.
 
-    Outputs are resized largest first, and each from the smallest resized image
-    already made that covers it (thumbnail from the blur's 640, that from the
-    1280): a cascade of antialiased downscales, within 56 dB PSNR of resizing
-    from the original on the corpus and 12 MP photos, at a fraction of the work."""
+    Each output is resized from the smallest resized image already made that
+    covers it (thumbnail from the blur's 640, that from the 1280): a cascade of
+    antialiased downscales, within 56 dB PSNR of resizing from the original on
+    the corpus and 12 MP photos, at a fraction of the work. Largest first also
+    means the longest encode can start while the smaller outputs are made."""
     height, width = pixels.shape[:2]
     try:
         src = fastimg.Image(pixels)
         sizes = {op: fit_inside(width, height, spec[op].width, spec[op].height) for op in operations}
         resized = {(width, height): src}  # resized images before blur or quantisation
-        out = {}
         for op in sorted(operations, key=lambda o: sizes[o][0] * sizes[o][1], reverse=True):
             s, size = spec[op], sizes[op]
             if size not in resized:
@@ -246,12 +249,16 @@ def render(pixels: np.ndarray, operations: Sequence[str], spec: Mapping[str, Out
                 img = img.gaussian_blur(sigma)
             if s.levels:
                 img = img.quantize(s.levels, dither=s.dither)
-            out[op] = img.numpy()
-        return out
+            yield op, img.numpy()
     except MemoryError:
         raise TransientError("out-of-memory", "out of memory in the kernels") from None
     except RuntimeError as e:  # CUDA errors surface as RuntimeError
         raise TransientError("gpu-error", str(e)) from None
+
+
+def render(pixels: np.ndarray, operations: Sequence[str], spec: Mapping[str, OutputSpec]) -> Dict[str, np.ndarray]:
+    """The outputs of each operation (see render_each)."""
+    return dict(render_each(pixels, operations, spec))
 
 
 def encode_webp(pixels: np.ndarray, s: OutputSpec) -> bytes:
@@ -315,9 +322,6 @@ def process(
     pixels = decode(data, [spec[op] for op in job.operations], limits)
     del data
     clock.lap("decode")
-    images = render(pixels, job.operations, spec)
-    del pixels
-    clock.lap("kernels")
     try:
         os.makedirs(job.output_dir, exist_ok=True)
     except FileExistsError:
@@ -326,9 +330,19 @@ def process(
         raise TransientError("io-error", f"cannot create outputDir: {e}") from None
     if not os.path.isdir(job.output_dir):
         raise PermanentError("not-a-directory", f"outputDir is not a directory: {job.output_dir}")
-    # The outputs are encoded at once (libwebp runs without the GIL): a job's
-    # latency is its slowest encode, not the sum.
-    futures = {_ENCODERS.submit(_encode_and_write, job, op, images[op], spec[op]): op for op in job.operations}
+    # Each output is encoded as soon as it is made, on the encoder threads
+    # (libwebp runs without the GIL), the largest first: with a second core a
+    # job takes about as long as its largest encode plus what comes before it,
+    # not the sum of its encodes.
+    futures = {}
+    try:
+        for op, image in render_each(pixels, job.operations, spec):
+            futures[_ENCODERS.submit(_encode_and_write, job, op, image, spec[op])] = op
+    except BaseException:
+        wait(futures)  # nothing of this attempt may still be writing when it is retried
+        raise
+    del pixels
+    clock.lap("kernels")
     made: Dict[str, Output] = {}
     for fut in as_completed(futures):
         output, encode_ms, write_ms = fut.result()
