@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,6 +163,41 @@ def test_killed_workers_lose_no_job(redis_server, r, uploads):
             with Image.open(o["path"]) as im:
                 im.load()  # a complete WebP
                 assert im.size == (o["width"], o["height"])
+
+
+# -- memory -----------------------------------------------------------------------
+def minor_faults(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[7])  # minflt, field 10 of proc(5)
+
+
+@pytest.mark.parametrize("operator_env", [{}, {"MALLOC_MMAP_THRESHOLD_": "131072"}])
+def test_jobs_reuse_the_memory_of_earlier_jobs(redis_server, r, uploads, operator_env):
+    # Jobs are alike: once warm, a worker should find the memory a job needs
+    # in what the last one freed, not page-fault its way through fresh memory
+    # (docs/performance.md). An operator's own malloc settings still win.
+    from conftest import make_photo
+
+    make_photo(uploads / "user1" / "mem.jpg", size=(2400, 1800))
+    job = seed_job(uploads, name="mem")
+    p = start_worker("-redis", f"127.0.0.1:{redis_server.port}", "-workers", "1",
+                     env=dict(env_without_redis(), **operator_env))
+    try:
+        for _ in range(3):
+            push(r, job)
+            assert r.blpop("image:done", 60)
+        before = minor_faults(p.pid)
+        for _ in range(5):
+            push(r, job)
+            assert r.blpop("image:done", 60)
+        per_job = (minor_faults(p.pid) - before) / 5
+    finally:
+        p.terminate()
+        p.communicate(timeout=60)
+    if operator_env:
+        assert per_job > 2000, per_job  # the operator's tiny threshold was kept
+    else:
+        assert per_job < 500, per_job
 
 
 # -- Redis going away -------------------------------------------------------------
