@@ -3,9 +3,9 @@
 Runs gpu-image-worker through a real Redis on a repeating mix of the e2e
 inputs (12 and 24 MP JPEGs, a 2 MP PNG with alpha, small JPEGs) and prints the
 worker's resident memory after 10, 100 and every further few hundred jobs,
-once per allocator setting: glibc as it comes, glibc with
-``MALLOC_ARENA_MAX=2`` (set in deploy/), and jemalloc when its library is
-installed. Growth between 100 and N jobs is what fragmentation looks like.
+once with glibc as the worker tunes it (cli.tune_malloc) and once with
+jemalloc when its library is installed. Growth between 100 and N jobs is what
+fragmentation looks like.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    settings = [("glibc", {}), ("glibc MALLOC_ARENA_MAX=2", {"MALLOC_ARENA_MAX": "2"})]
+    settings = [("glibc, as the worker tunes it", {})]
     if JEMALLOC.exists():
         settings.append(("jemalloc (LD_PRELOAD)", {"LD_PRELOAD": str(JEMALLOC)}))
     else:

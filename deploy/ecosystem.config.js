@@ -9,7 +9,6 @@ module.exports = {
              '--allowed-root', '/srv/uploads', '--metrics-port', '9108'],
       env: {
         REDIS_PASSWORD: '',
-        MALLOC_ARENA_MAX: '2',
       },
       kill_timeout: 70000, // ms; the worker finishes jobs in hand for up to 60 s after SIGINT
       autorestart: true,

@@ -16,7 +16,7 @@ from fastimg.worker.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 KNOWN_FLAGS = {opt for action in build_parser()._actions for opt in action.option_strings}
-KNOWN_ENV = set(re.findall(r"\b(REDIS_[A-Z]+|FASTIMG_[A-Z_]+)\b", ENV_HELP)) | {"MALLOC_ARENA_MAX"}
+KNOWN_ENV = set(re.findall(r"\b(REDIS_[A-Z]+|FASTIMG_[A-Z_]+)\b", ENV_HELP))
 
 
 def worker_args(args):
