@@ -93,7 +93,7 @@ def main() -> None:
             peak = seen.pop("peak")
             row = "  ".join(f"{n}: {mb:.0f}" for n, mb in sorted(seen.items()))
             grow = seen[args.jobs] - seen[100]
-            print(f"{name:<26} {row}  peak {peak:.0f}  ({grow:+.0f} MB from 100 to {args.jobs})")
+            print(f"{name:<31} {row}  peak {peak:.0f}  ({grow:+.0f} MB from 100 to {args.jobs})")
 
 
 if __name__ == "__main__":
