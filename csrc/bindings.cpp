@@ -77,12 +77,23 @@ PYBIND11_MODULE(_core, m) {
   });
 
   py::class_<Image>(m, "Image")
-      .def(py::init([](const U8Array& a, Backend b) {
-        const Dims d = dims_of(a);
-        const uint8_t* p = a.data();
-        py::gil_scoped_release nogil;
-        return Image::upload(p, d, b);
-      }))
+      .def(py::init([](const U8Array& a, Backend b, bool copy) {
+             const Dims d = dims_of(a);
+             if (!copy && b == Backend::CPU) {
+               // The image keeps the array alive; it may be released on a
+               // thread that does not hold the GIL.
+               auto* owner = new py::object(a);
+               std::shared_ptr<uint8_t> p(const_cast<uint8_t*>(a.data()), [owner](uint8_t*) {
+                 py::gil_scoped_acquire gil;
+                 delete owner;
+               });
+               return Image::host_shared(std::move(p), d);
+             }
+             const uint8_t* p = a.data();
+             py::gil_scoped_release nogil;
+             return Image::upload(p, d, b);
+           }),
+           py::arg("pixels"), py::arg("backend"), py::arg("copy") = true)
       .def_property_readonly("dims", [](const Image& i) {
         const Dims d = i.dims();
         return py::make_tuple(d.h, d.w, d.c);

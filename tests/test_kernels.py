@@ -115,6 +115,37 @@ def test_resize_close_to_pillow(filter, name):
         assert np.abs(ours.astype(float) - pillow).mean() < 0.3, size
 
 
+def test_image_without_copy_works_on_the_array_itself(rng):
+    img = rng.image(37, 53, 3)
+    want = fastimg.resize(img, (20, 11))
+    shared, private = fastimg.Image(img, copy=False), fastimg.Image(img.copy())
+    np.testing.assert_array_equal(shared.resize((20, 11)).numpy(), want)
+    img[:] = 255 - img  # visible through the shared image only
+    np.testing.assert_array_equal(shared.resize((20, 11)).numpy(), fastimg.resize(img, (20, 11)))
+    np.testing.assert_array_equal(private.resize((20, 11)).numpy(), want)
+
+
+def test_image_without_copy_keeps_its_array_alive(rng):
+    import gc
+    import weakref
+
+    class Owned(np.ndarray):
+        pass  # plain ndarrays cannot be weakly referenced
+
+    img = Owned((41, 29, 4), np.uint8)  # owns its memory
+    img[:] = rng.image(41, 29, 4)
+    want = fastimg.resize(np.asarray(img), (9, 7))
+    alive = weakref.ref(img)
+    shared = fastimg.Image(img, copy=False)
+    del img
+    gc.collect()
+    assert alive() is not None
+    np.testing.assert_array_equal(shared.resize((9, 7)).numpy(), want)
+    del shared
+    gc.collect()
+    assert alive() is None
+
+
 def test_wide_blur_of_a_photo_with_alpha():
     # The coarse-grid blur keeps premultiplied floats between its stages, so
     # faint pixels keep their colour as well as opaque ones do.

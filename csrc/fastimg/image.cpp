@@ -27,6 +27,10 @@ Image Image::host_view(uint8_t* pixels, Dims dims) {
   return Image(dims, Backend::CPU, std::shared_ptr<uint8_t>(pixels, [](uint8_t*) {}));
 }
 
+Image Image::host_shared(std::shared_ptr<uint8_t> pixels, Dims dims) {
+  return Image(dims, Backend::CPU, std::move(pixels));
+}
+
 Image Image::upload(const uint8_t* pixels, Dims dims, Backend backend) {
   Image img(dims, backend);
   if (backend == Backend::CPU) {

@@ -16,6 +16,8 @@ class Image {
   Image(Dims dims, Backend backend);  // uninitialised pixels
   // Wraps caller-owned host pixels without copying; they must outlive the view.
   static Image host_view(uint8_t* pixels, Dims dims);
+  // Shares host pixels whose owner the pointer's deleter releases.
+  static Image host_shared(std::shared_ptr<uint8_t> pixels, Dims dims);
   static Image upload(const uint8_t* pixels, Dims dims, Backend backend);
 
   Dims dims() const { return dims_; }

@@ -217,15 +217,18 @@ class Image:
         thumb = src.resize((320, 240)).numpy()
         blur = src.resize((640, 480)).gaussian_blur(12.8).numpy()
 
-    On the CPU the same code runs on a private copy of the pixels.
+    On the CPU the same code runs on a private copy of the pixels, or with
+    ``copy=False`` on the array itself (no copy; the array is kept alive, and
+    must not be modified while the ``Image`` is in use). On CUDA the pixels are
+    uploaded either way.
     """
 
     __slots__ = ("_img", "_channels_axis")
 
-    def __init__(self, img: np.ndarray, *, backend: Optional[BackendName] = None) -> None:
+    def __init__(self, img: np.ndarray, *, backend: Optional[BackendName] = None, copy: bool = True) -> None:
         src = _check_image(img)
         self._channels_axis = src.ndim == 3
-        self._img = _core.Image(src, _backend(backend))
+        self._img = _core.Image(src, _backend(backend), bool(copy))
 
     @classmethod
     def _wrap(cls, core_img: "_core.Image", channels_axis: bool) -> "Image":

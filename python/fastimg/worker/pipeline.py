@@ -235,7 +235,7 @@ def render_each(
     means the longest encode can start while the smaller outputs are made."""
     height, width = pixels.shape[:2]
     try:
-        src = fastimg.Image(pixels)
+        src = fastimg.Image(pixels, copy=False)  # pixels are ours and left alone
         sizes = {op: fit_inside(width, height, spec[op].width, spec[op].height) for op in operations}
         resized = {(width, height): src}  # resized images before blur or quantisation
         for op in sorted(operations, key=lambda o: sizes[o][0] * sizes[o][1], reverse=True):
