@@ -54,10 +54,11 @@ def test_photos_gpu_equals_cpu(name):
     assert src.backend == "cuda"
     for size in ((w // 5, h // 5), (w * 2, h * 2)):
         assert colour_diff(src.resize(size).numpy(), fastimg.resize(img, size, backend="cpu")) <= 1
-    assert colour_diff(src.gaussian_blur(4.0).numpy(), fastimg.gaussian_blur(img, 4.0, backend="cpu")) <= 1
+    for sigma in (4.0, 12.8):  # one stage; two (the coarse grid)
+        assert colour_diff(src.gaussian_blur(sigma).numpy(), fastimg.gaussian_blur(img, sigma, backend="cpu")) <= 1
 
 
-@pytest.mark.parametrize("op", ["resize", "blur", "quantize"])
+@pytest.mark.parametrize("op", ["resize", "blur", "wide-blur", "quantize"])
 def test_gpu_writes_every_pixel(rng, op):
     img = rng.image(301, 257, 4)
     outs = []
@@ -65,8 +66,8 @@ def test_gpu_writes_every_pixel(rng, op):
         out = np.full((77, 91, 4) if op == "resize" else img.shape, poison, np.uint8)
         if op == "resize":
             fastimg.resize(img, (91, 77), backend="cuda", out=out)
-        elif op == "blur":
-            fastimg.gaussian_blur(img, 2.0, backend="cuda", out=out)
+        elif op in ("blur", "wide-blur"):
+            fastimg.gaussian_blur(img, 2.0 if op == "blur" else 11.0, backend="cuda", out=out)
         else:
             fastimg.quantize(img, 7, backend="cuda", out=out)
         outs.append(out)
