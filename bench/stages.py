@@ -1,0 +1,153 @@
+"""Where a 12 MP job's time goes: ``python bench/stages.py [--reps N]``.
+
+1. Stage by stage on one core: read, decode (and inside it libjpeg at the
+   draft scale, turning the image upright, the copy to numpy), each kernel as
+   the worker chains them, each WebP encode.
+2. One job's latency in-process, on one core and on all of them.
+3. Scaling: the 12 MP job through gpu-image-worker -workers 1 and 2 (jobs per
+   second over a batch), against the machine's ceiling: as many in-process
+   pipelines as there are cores, each pinned to its own core, side by side.
+
+Each measurement runs in a fresh process whose CPUs are fixed before any
+thread starts (threads inherit them), with the worker's malloc settings.
+Inputs are bench/e2e.py's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+from e2e import OPS, make_inputs, run_fastimg, worker_run  # noqa: E402
+
+
+def median_ms(fn, reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def child_stages(path: Path, reps: int) -> dict:
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    import fastimg
+    from fastimg.worker.outputs import SPEC_V1
+    from fastimg.worker.pipeline import Limits, decode, encode_webp, read_input
+
+    specs = [SPEC_V1[op] for op in OPS]
+    data = path.read_bytes()
+    px = decode(data, specs, Limits())
+    h, w = px.shape[:2]
+
+    def draft_and_load():
+        im = Image.open(io.BytesIO(data))
+        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # stored sideways
+        im.draft("RGB", (h, w) if turned else (w, h))
+        im.load()
+        return im
+
+    loaded = draft_and_load()
+    upright = ImageOps.exif_transpose(loaded)
+    src = fastimg.Image(px, copy=False)
+    big = src.resize((1280, 1280 * h // w))
+    mid = big.resize((640, 640 * h // w))
+    sizes = {"low-quality": big, "blur": mid.gaussian_blur(0.02 * 640), "thumbnail": mid.resize((320, 320 * h // w))}
+    out = {
+        "read": median_ms(lambda: read_input(str(path), Limits()), reps),
+        "decode": median_ms(lambda: decode(data, specs, Limits()), reps),
+        "  libjpeg at the draft scale": median_ms(draft_and_load, reps),
+        "  turning upright": median_ms(lambda: ImageOps.exif_transpose(loaded), reps),
+        "  to numpy": median_ms(lambda: np.asarray(upright), reps),
+        "resize to 1280": median_ms(lambda: src.resize((1280, 1280 * h // w)), reps),
+        "quantise 1280": median_ms(lambda: big.quantize(32), reps),
+        "resize 1280 -> 640": median_ms(lambda: big.resize((640, 640 * h // w)), reps),
+        "blur 640": median_ms(lambda: mid.gaussian_blur(0.02 * 640), reps),
+        "resize 640 -> 320": median_ms(lambda: mid.resize((320, 320 * h // w)), reps),
+    }
+    for op, img in sizes.items():
+        pixels = img.numpy()
+        out[f"encode {op} ({pixels.shape[1]} wide)"] = median_ms(lambda p=pixels, s=SPEC_V1[op]: encode_webp(p, s), reps)
+    return out
+
+
+def child_loop(path: Path, reps: int) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        return {"ms": median_ms(lambda: run_fastimg(path, Path(d)), reps)}
+
+
+def spawn(kind: str, path: Path, reps: int, cpus) -> subprocess.Popen:
+    arg = json.dumps({"kind": kind, "path": str(path), "reps": reps, "cpus": list(cpus)})
+    return subprocess.Popen([sys.executable, __file__, "--child", arg], stdout=subprocess.PIPE, text=True)
+
+
+def result(p: subprocess.Popen) -> dict:
+    out, _ = p.communicate()
+    if p.returncode:
+        raise SystemExit(f"child failed with {p.returncode}")
+    return json.loads(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        c = json.loads(args.child)
+        os.sched_setaffinity(0, c["cpus"])
+        from fastimg.worker.cli import tune_malloc
+
+        tune_malloc()  # as the worker runs
+        fn = child_stages if c["kind"] == "stages" else child_loop
+        print(json.dumps(fn(Path(c["path"]), c["reps"])))
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        path = make_inputs(d)["12 MP JPEG"][0]
+        print(f"12 MP JPEG, medians of {args.reps}, ms")
+        print("\n1. stage by stage, one core")
+        for name, ms in result(spawn("stages", path, args.reps, cpus[:1])).items():
+            print(f"  {name:<34} {ms:7.1f}")
+
+        one = result(spawn("loop", path, args.reps, cpus[:1]))["ms"]
+        every = result(spawn("loop", path, args.reps, cpus))["ms"]
+        print(f"\n2. one job in-process: one core {one:.1f}, {len(cpus)} cores {every:.1f} ({every / one:.2f}x)")
+
+        print("\n3. scaling (ms per job over a batch; lower is better)")
+        side = [result(p)["ms"] for p in [spawn("loop", path, args.reps, [c]) for c in cpus]]
+        ceiling = max(side) / len(cpus)
+        print(f"  ceiling: {len(cpus)} pipelines pinned one per core, side by side: "
+              f"{', '.join(f'{v:.1f}' for v in side)} each, {ceiling:.1f} per job together "
+              f"({one / ceiling:.2f}x one core alone)")
+        out = d / "out"
+        out.mkdir()
+        batch = {}
+        for workers in (1, len(cpus)):
+            res = worker_run([path], out, workers, args.reps)
+            if res is None:
+                return
+            _, batch[workers], _ = res
+            print(f"  gpu-image-worker -workers {workers}: {batch[workers]:.1f}")
+        n = len(cpus)
+        print(f"  -workers {n} / -workers 1: {batch[1] / batch[n]:.2f}x; "
+              f"-workers {n} against the ceiling: {ceiling / batch[n]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
