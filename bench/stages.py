@@ -19,26 +19,19 @@ import argparse
 import io
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
-from e2e import OPS, make_inputs, run_fastimg, worker_run  # noqa: E402
+from e2e import OPS, make_inputs, median_ms, run_fastimg, worker_run  # noqa: E402
 
 
-def median_ms(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+def warm_median_ms(fn, reps: int) -> float:
+    fn()  # first use: imports, allocations
+    return median_ms(fn, reps)
 
 
 def child_stages(path: Path, reps: int) -> dict:
@@ -68,26 +61,26 @@ def child_stages(path: Path, reps: int) -> dict:
     mid = big.resize((640, 640 * h // w))
     sizes = {"low-quality": big, "blur": mid.gaussian_blur(0.02 * 640), "thumbnail": mid.resize((320, 320 * h // w))}
     out = {
-        "read": median_ms(lambda: read_input(str(path), Limits()), reps),
-        "decode": median_ms(lambda: decode(data, specs, Limits()), reps),
-        "  libjpeg at the draft scale": median_ms(draft_and_load, reps),
-        "  turning upright": median_ms(lambda: ImageOps.exif_transpose(loaded), reps),
-        "  to numpy": median_ms(lambda: np.asarray(upright), reps),
-        "resize to 1280": median_ms(lambda: src.resize((1280, 1280 * h // w)), reps),
-        "quantise 1280": median_ms(lambda: big.quantize(32), reps),
-        "resize 1280 -> 640": median_ms(lambda: big.resize((640, 640 * h // w)), reps),
-        "blur 640": median_ms(lambda: mid.gaussian_blur(0.02 * 640), reps),
-        "resize 640 -> 320": median_ms(lambda: mid.resize((320, 320 * h // w)), reps),
+        "read": warm_median_ms(lambda: read_input(str(path), Limits()), reps),
+        "decode": warm_median_ms(lambda: decode(data, specs, Limits()), reps),
+        "  libjpeg at the draft scale": warm_median_ms(draft_and_load, reps),
+        "  turning upright": warm_median_ms(lambda: ImageOps.exif_transpose(loaded), reps),
+        "  to numpy": warm_median_ms(lambda: np.asarray(upright), reps),
+        "resize to 1280": warm_median_ms(lambda: src.resize((1280, 1280 * h // w)), reps),
+        "quantise 1280": warm_median_ms(lambda: big.quantize(32), reps),
+        "resize 1280 -> 640": warm_median_ms(lambda: big.resize((640, 640 * h // w)), reps),
+        "blur 640": warm_median_ms(lambda: mid.gaussian_blur(0.02 * 640), reps),
+        "resize 640 -> 320": warm_median_ms(lambda: mid.resize((320, 320 * h // w)), reps),
     }
     for op, img in sizes.items():
         pixels = img.numpy()
-        out[f"encode {op} ({pixels.shape[1]} wide)"] = median_ms(lambda p=pixels, s=SPEC_V1[op]: encode_webp(p, s), reps)
+        out[f"encode {op} ({pixels.shape[1]} wide)"] = warm_median_ms(lambda p=pixels, s=SPEC_V1[op]: encode_webp(p, s), reps)
     return out
 
 
 def child_loop(path: Path, reps: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
-        return {"ms": median_ms(lambda: run_fastimg(path, Path(d)), reps)}
+        return {"ms": warm_median_ms(lambda: run_fastimg(path, Path(d)), reps)}
 
 
 def spawn(kind: str, path: Path, reps: int, cpus) -> subprocess.Popen:
