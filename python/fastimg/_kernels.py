@@ -171,8 +171,10 @@ def gaussian_blur(
     """Blur ``img`` with a true separable Gaussian of standard deviation ``sigma``.
 
     The kernel is truncated at radius ceil(3 * sigma) (at least 1) and
-    normalised; edges are mirror-reflected (``... c b a | a b c ...``). Shapes
-    and dtypes as for :func:`resize`; the output has the input's shape.
+    normalised; edges are mirror-reflected (``... c b a | a b c ...``). From
+    sigma 6 on it is evaluated on a coarser grid and interpolated back, which
+    stays within one level of the exact result (docs/kernels.md). Shapes and
+    dtypes as for :func:`resize`; the output has the input's shape.
     """
     src = _check_image(img)
     s, b = _check_sigma(sigma), _backend(backend)
