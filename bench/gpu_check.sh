@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one GPU check, for a fresh H200 machine with no network: build for
-# sm_90, run the CUDA tests, run the GPU benchmark, print its table.
+# sm_90, run the CUDA tests, run the GPU benchmark, print its table, then the
+# 12 MP job stage by stage and with 1..nproc jobs at a time.
 # Uses the preinstalled numpy, pillow, pybind11, scikit-build-core, cmake,
 # pytest (and torch for the side-by-side); downloads nothing.
 set -euo pipefail
@@ -12,3 +13,5 @@ cd /tmp  # import the installed package, not the source tree
 python3 -m fastimg
 python3 -m pytest "$OLDPWD/tests/test_kernels_cuda.py" -q -p no:cacheprovider -x 2>&1 | tail -5
 python3 "$OLDPWD/bench/gpu_bench.py"
+# The pipeline on the GPU: stages, and jobs at a time up to the CPU count.
+python3 "$OLDPWD/bench/stages.py" --reps 8 --threads "1,2,4,8,$(nproc)"

@@ -3,7 +3,7 @@
 Runs gpu-image-worker through a real Redis on a repeating mix of the e2e
 inputs (12 and 24 MP JPEGs, a 2 MP PNG with alpha, small JPEGs) and prints the
 worker's resident memory after 10, 100 and every further few hundred jobs,
-once with glibc as the worker tunes it (cli.tune_malloc) and once with
+once with glibc as the worker tunes it (allocator.tune_malloc) and once with
 jemalloc when its library is installed. Growth between 100 and N jobs is what
 fragmentation looks like.
 """

@@ -1,4 +1,4 @@
-"""Where a 12 MP job's time goes: ``python bench/stages.py [--reps N]``.
+"""Where a 12 MP job's time goes: ``python bench/stages.py [--reps N] [--threads 1,2,4]``.
 
 1. Stage by stage on one core: read, decode (and inside it libjpeg at the
    draft scale, turning the image upright, the copy to numpy), each kernel as
@@ -7,6 +7,9 @@
 3. Scaling: the 12 MP job through gpu-image-worker -workers 1 and 2 (jobs per
    second over a batch), against the machine's ceiling: as many in-process
    pipelines as there are cores, each pinned to its own core, side by side.
+   With ``--threads``, instead: the pipeline on that many threads at once, as
+   the worker's slots run it (no Redis needed: this is the GPU machine's
+   check, bench/gpu_check.sh), with the kernels' share of each job's time.
 
 Each measurement runs in a fresh process whose CPUs are fixed before any
 thread starts (threads inherit them), with the worker's malloc settings.
@@ -21,7 +24,10 @@ import json
 import os
 import subprocess
 import sys
+import statistics
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -83,8 +89,37 @@ def child_loop(path: Path, reps: int) -> dict:
         return {"ms": warm_median_ms(lambda: run_fastimg(path, Path(d)), reps)}
 
 
-def spawn(kind: str, path: Path, reps: int, cpus) -> subprocess.Popen:
-    arg = json.dumps({"kind": kind, "path": str(path), "reps": reps, "cpus": list(cpus)})
+def child_threads(path: Path, reps: int, threads: int) -> dict:
+    """ms per job with ``threads`` jobs at a time, and the kernels' share."""
+    from fastimg.worker.jobs import parse_job
+    from fastimg.worker.pipeline import Limits, process
+
+    with tempfile.TemporaryDirectory() as d:
+        job = parse_job(json.dumps({"jobId": path.stem, "inputPath": str(path), "outputDir": d,
+                                    "operations": list(OPS)}))
+        process(job, Limits())
+        shares: list = []
+
+        def loop() -> None:
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                kernels = process(job, Limits()).timings_ms["kernels"]
+                shares.append(kernels / ((time.perf_counter() - t0) * 1000))
+
+        workers = [threading.Thread(target=loop) for _ in range(threads)]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        ms = (time.perf_counter() - t0) * 1000 / (threads * reps)
+        if len(shares) != threads * reps:
+            raise SystemExit("a thread failed (its traceback is above)")
+        return {"ms": ms, "kernels": statistics.median(shares)}
+
+
+def spawn(kind: str, path: Path, reps: int, cpus, threads: int = 1) -> subprocess.Popen:
+    arg = json.dumps({"kind": kind, "path": str(path), "reps": reps, "cpus": list(cpus), "threads": threads})
     return subprocess.Popen([sys.executable, __file__, "--child", arg], stdout=subprocess.PIPE, text=True)
 
 
@@ -98,16 +133,20 @@ def result(p: subprocess.Popen) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--threads", help="comma-separated thread counts for part 3 (instead of the worker)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         c = json.loads(args.child)
         os.sched_setaffinity(0, c["cpus"])
-        from fastimg.worker.cli import tune_malloc
+        from fastimg.worker.allocator import tune_malloc
 
         tune_malloc()  # as the worker runs
-        fn = child_stages if c["kind"] == "stages" else child_loop
-        print(json.dumps(fn(Path(c["path"]), c["reps"])))
+        if c["kind"] == "threads":
+            print(json.dumps(child_threads(Path(c["path"]), c["reps"], c["threads"])))
+        else:
+            fn = child_stages if c["kind"] == "stages" else child_loop
+            print(json.dumps(fn(Path(c["path"]), c["reps"])))
         return
     cpus = sorted(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as d:
@@ -122,6 +161,15 @@ def main() -> None:
         every = result(spawn("loop", path, args.reps, cpus))["ms"]
         print(f"\n2. one job in-process: one core {one:.1f}, {len(cpus)} cores {every:.1f} ({every / one:.2f}x)")
 
+        if args.threads:
+            print("\n3. jobs at a time, in-process on all cores (ms per job; kernels' median share of a job)")
+            base = None
+            for n in (int(v) for v in args.threads.split(",")):
+                r = result(spawn("threads", path, max(2, args.reps // n), cpus, n))
+                base = base or r["ms"]
+                print(f"  {n:>3} at a time: {r['ms']:7.1f} ms per job ({base / r['ms']:5.2f}x the jobs/s of one "
+                      f"at a time), kernels {100 * r['kernels']:4.1f}% of a job")
+            return
         print("\n3. scaling (ms per job over a batch; lower is better)")
         side = [result(p)["ms"] for p in [spawn("loop", path, args.reps, [c]) for c in cpus]]
         ceiling = max(side) / len(cpus)
