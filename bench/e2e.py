@@ -41,9 +41,14 @@ from conftest import DATA, make_12mp  # noqa: E402
 
 from fastimg.worker.jobs import parse_job  # noqa: E402
 from fastimg.worker.outputs import SPEC_V1  # noqa: E402
-from fastimg.worker.pipeline import Limits, decode, encode_webp, fit_inside, process, render  # noqa: E402
+from fastimg.worker.decode import decode  # noqa: E402
+from fastimg.worker.limits import Limits  # noqa: E402
+from fastimg.worker.pipeline import encoder_pool, process  # noqa: E402
+from fastimg.worker.render import fit_inside, render  # noqa: E402
+from fastimg.worker.write import encode_webp  # noqa: E402
 
 OPS = ("thumbnail", "blur", "low-quality")
+ENCODERS = encoder_pool()
 
 
 def make_inputs(d: Path) -> dict:
@@ -78,7 +83,7 @@ def sigma_for(size):
 # -- competitors: each makes all outputs of one file into out/ -------------------------
 def run_fastimg(path: Path, out: Path) -> None:
     job = parse_job(json.dumps({"jobId": path.stem, "inputPath": str(path), "outputDir": str(out), "operations": list(OPS)}))
-    process(job, Limits())
+    process(job, Limits(), encoders=ENCODERS)
 
 
 def run_pillow(path: Path, out: Path) -> None:

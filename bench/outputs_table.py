@@ -24,9 +24,13 @@ from conftest import DATA, make_12mp  # noqa: E402
 
 from fastimg.worker.jobs import parse_job  # noqa: E402
 from fastimg.worker.outputs import SPEC_V1, apply_overrides  # noqa: E402
-from fastimg.worker.pipeline import decode, fit_inside, process, Limits  # noqa: E402
+from fastimg.worker.decode import decode  # noqa: E402
+from fastimg.worker.limits import Limits  # noqa: E402
+from fastimg.worker.pipeline import encoder_pool, process  # noqa: E402
+from fastimg.worker.render import fit_inside  # noqa: E402
 
 OPS = ("thumbnail", "blur", "low-quality")
+ENCODERS = encoder_pool()
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -51,7 +55,7 @@ def measure(path: Path, spec, workdir: Path, against=None):
     job = parse_job(json.dumps({"jobId": path.stem, "inputPath": str(path), "outputDir": str(workdir),
                                 "operations": list(OPS)}), (), spec)
     t0 = time.perf_counter()
-    result = process(job, Limits())
+    result = process(job, Limits(), encoders=ENCODERS)
     ms = (time.perf_counter() - t0) * 1000
     original = decode(path.read_bytes(), [apply_overrides(SPEC_V1, {"thumbnail": {"width": 16384, "height": 16384}})["thumbnail"]], Limits())
     rows = {}

@@ -46,7 +46,10 @@ def child_stages(path: Path, reps: int) -> dict:
 
     import fastimg
     from fastimg.worker.outputs import SPEC_V1
-    from fastimg.worker.pipeline import Limits, decode, encode_webp, read_input
+    from fastimg.worker.decode import decode
+    from fastimg.worker.limits import Limits
+    from fastimg.worker.read import read_input
+    from fastimg.worker.write import encode_webp
 
     specs = [SPEC_V1[op] for op in OPS]
     data = path.read_bytes()
@@ -92,18 +95,20 @@ def child_loop(path: Path, reps: int) -> dict:
 def child_threads(path: Path, reps: int, threads: int) -> dict:
     """ms per job with ``threads`` jobs at a time, and the kernels' share."""
     from fastimg.worker.jobs import parse_job
-    from fastimg.worker.pipeline import Limits, process
+    from fastimg.worker.limits import Limits
+    from fastimg.worker.pipeline import encoder_pool, process
 
+    encoders = encoder_pool()
     with tempfile.TemporaryDirectory() as d:
         job = parse_job(json.dumps({"jobId": path.stem, "inputPath": str(path), "outputDir": d,
                                     "operations": list(OPS)}))
-        process(job, Limits())
+        process(job, Limits(), encoders=encoders)
         shares: list = []
 
         def loop() -> None:
             for _ in range(reps):
                 t0 = time.perf_counter()
-                kernels = process(job, Limits()).timings_ms["kernels"]
+                kernels = process(job, Limits(), encoders=encoders).timings_ms["kernels"]
                 shares.append(kernels / ((time.perf_counter() - t0) * 1000))
 
         workers = [threading.Thread(target=loop) for _ in range(threads)]

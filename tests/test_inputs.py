@@ -21,7 +21,10 @@ from corpus import QUADRANTS, pattern, quadrant_means, save
 from fastimg.worker.errors import JobError
 from fastimg.worker.jobs import parse_job
 from fastimg.worker.outputs import SPEC_V1, OutputSpec
-from fastimg.worker.pipeline import Limits, decode, process, render
+from fastimg.worker.decode import decode
+from fastimg.worker.limits import Limits
+from fastimg.worker.pipeline import process
+from fastimg.worker.render import render
 from redis_server import wait_for
 
 ALL_OPS = ["thumbnail", "blur", "low-quality"]

@@ -10,6 +10,8 @@ import time
 import pytest
 from PIL import Image
 
+from fastimg.worker.limits import Limits
+
 from conftest import make_photo, push, records, running_worker, seed_job
 from redis_server import wait_for
 
@@ -156,7 +158,7 @@ def test_errors_that_cannot_succeed_later_fail_at_once(r, redis_server, uploads,
     else:
         os.mkfifo(path)
     push(r, job)
-    with running_worker(redis_server.url, max_retries=3, limits=__import__("fastimg.worker.pipeline", fromlist=["Limits"]).Limits(max_pixels=100_000)):
+    with running_worker(redis_server.url, max_retries=3, limits=Limits(max_pixels=100_000)):
         wait_for(lambda: r.llen("image:failed"))
     rec = records(r, "image:failed")[0]
     assert rec["reason"] == reason and rec["attempts"] == 1

@@ -24,8 +24,8 @@ import redis
 
 from .worker import keys, status
 from .worker.outputs import OPERATIONS
-from .worker.pipeline import IMAGE_TYPES, detect_image_type  # noqa: F401 - part of this API
-from .worker.queue import dumps
+from .worker.sniff import IMAGE_TYPES, detect_image_type
+from .worker.wire import dumps
 
 log = logging.getLogger("fastimg.producer")
 

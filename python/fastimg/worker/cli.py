@@ -19,7 +19,7 @@ import redis
 from .allocator import tune_malloc
 from .jobs import normalise_roots
 from .outputs import SPEC_V1, SpecError, apply_overrides, parse_assignment
-from .pipeline import Limits
+from .limits import Limits
 from .worker import Config, Worker
 
 ENV_HELP = """environment:

@@ -15,7 +15,8 @@ from .cli import _positive_int, add_output_options, output_spec
 from .errors import JobError
 from .jobs import parse_job
 from .outputs import OPERATIONS, SpecError
-from .pipeline import Limits, Result, process
+from .limits import Limits
+from .pipeline import Result, encoder_pool, process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,11 +103,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def run(photo, job):
         try:
-            return photo, process(job, limits), None
+            return photo, process(job, limits, encoders=encoders), None
         except JobError as e:
             return photo, None, e
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool, encoder_pool() as encoders:
         for fut in as_completed([pool.submit(run, photo, job) for photo, job in jobs]):
             photo, result, error = fut.result()
             if error is not None:

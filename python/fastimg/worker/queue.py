@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 import redis
 
 from . import keys
+from .wire import dumps, now_ms
 
 # Take: BLMOVE image:jobs -> in-flight list (see Queue.take).
 
@@ -72,14 +73,6 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return 1
 """
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def dumps(record: Dict[str, Any]) -> str:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
 
 class Queue:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any, Dict
 
 import redis
 
 from . import keys
+from .wire import dumps, now_ms
 
 log = logging.getLogger("fastimg.worker")
 
@@ -21,11 +21,11 @@ log = logging.getLogger("fastimg.worker")
 def publish(conn: redis.Redis, job_id: str, state: str, **fields: Any) -> None:
     """Set the job's status to ``state`` (queued, processing, retrying, done,
     failed) with ``fields``, and announce it."""
-    now = int(time.time() * 1000)
+    now = now_ms()
     flat: Dict[str, str] = {"jobId": job_id, "state": state, "updatedAt": str(now)}
     for k, v in fields.items():
-        flat[k] = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
-    message = json.dumps({"jobId": job_id, "state": state, "at": now, **fields}, separators=(",", ":"))
+        flat[k] = v if isinstance(v, str) else dumps(v)
+    message = dumps({"jobId": job_id, "state": state, "at": now, **fields})
     try:
         pipe = conn.pipeline(transaction=True)
         if state in ("queued", "processing"):

@@ -29,8 +29,10 @@ from .errors import InvalidJob, JobError
 from .jobs import Job, parse_job
 from .metrics import HealthServer, Metrics, fresh
 from .outputs import SPEC_V1, OutputSpec
-from .pipeline import Limits, process
-from .queue import Queue, dumps, now_ms
+from .limits import Limits
+from .pipeline import encoder_pool, process
+from .queue import Queue
+from .wire import dumps, now_ms
 
 log = logging.getLogger("fastimg.worker")
 
@@ -89,6 +91,7 @@ class Worker:
         self.hard_stop = threading.Event()  # second signal, or shutdown timeout
         self._threads: List[threading.Thread] = []
         self.metrics = Metrics()
+        self.encoders = encoder_pool()
         self.health: Optional[HealthServer] = None
         self.registered = False
         self.last_loop = self.last_redis_ok = time.monotonic()
@@ -137,7 +140,8 @@ class Worker:
                            completed=list(made), attempt=job.retry_count + 1, worker=wid)
 
         try:
-            result = process(job, self.config.limits, log=lambda m: _say(name, m), on_output=progress)
+            result = process(job, self.config.limits, log=lambda m: _say(name, m), on_output=progress,
+                             encoders=self.encoders)
         except Exception as e:  # noqa: BLE001 - a job must never take its slot down
             error = e if isinstance(e, JobError) else JobError("internal-error", f"{type(e).__name__}: {e}")
             if not isinstance(e, JobError):
