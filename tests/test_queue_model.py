@@ -17,8 +17,8 @@ from fastimg.worker import keys
 from fastimg.worker.cli import connector
 from fastimg.worker.errors import PermanentError, TransientError
 from fastimg.worker.jobs import parse_job
+from fastimg.worker import outcomes, recovery
 from fastimg.worker.queue import Queue
-from fastimg.worker.worker import Config, Worker
 
 MAX_RETRIES = 2
 SLOTS = 2
@@ -38,7 +38,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.conn = connector(self.url, 0.1)()
         self.conn.flushall()
         self.queue = Queue(self.conn, done_cap=0, failed_cap=0)
-        self.worker = Worker(connector(self.url, 0.1), Config(workers=1, max_retries=MAX_RETRIES, backoff_base=0.001))
+        self.policy = outcomes.Policy(max_retries=MAX_RETRIES, backoff_base=0.001)
         self.names = itertools.count()
         self.slots = [self._new_slot() for _ in range(SLOTS)]
         self.jobs: set = set()
@@ -77,17 +77,24 @@ class QueueMachine(RuleBasedStateMachine):
         raw = self._held(slot)
         if raw is not None:
             error = TransientError("io-error", "disk hiccup") if transient else PermanentError("too-large", "big")
-            self.worker._failed_attempt("MODEL", self.slots[slot], self.queue, raw, parse_job(raw), error)
+            outcome = outcomes.after_error(parse_job(raw), error, self.slots[slot], self.policy)
+            if outcome.list == "retry":
+                assert self.queue.retry(self.slots[slot], raw, outcome.record, outcome.due_ms)
+            else:
+                assert self.queue.failed(self.slots[slot], raw, outcome.record)
 
-    @rule(slot=st.integers(0, SLOTS - 1))
-    def crash(self, slot):
-        # The process dies: its lease is gone, its in-flight list stays.
+    @rule(slot=st.integers(0, SLOTS - 1), forgotten=st.booleans())
+    def crash(self, slot, forgotten):
+        # The process dies: its lease is gone, its in-flight list stays; and
+        # maybe the registry lost it too (only a full scan finds it then).
         self.conn.delete(keys.heartbeat(self.slots[slot]))
+        if forgotten:
+            self.conn.srem(keys.WORKERS, self.slots[slot])
         self.slots[slot] = self._new_slot()
 
-    @rule()
-    def recover(self):
-        self.worker._recover_dead(self.queue)
+    @rule(scan_all=st.booleans())
+    def recover(self, scan_all):
+        recovery.recover(self.queue, [], MAX_RETRIES, lambda _m: None, scan_all)
 
     @rule()
     def retries_come_due(self):

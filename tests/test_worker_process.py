@@ -228,7 +228,7 @@ def test_worker_survives_redis_restart(uploads):
 # What the worker needs, and nothing else: its own keys and these commands.
 WORKER_ACL = ("on >workerpw ~image:* resetchannels &image:events -@all +blmove +lmove +lrange +lrem +lpush +rpush "
               "+ltrim +llen +zadd +zrangebyscore +zrem +set +exists +del +sadd +srem +smembers "
-              "+evalsha +eval +script|load +multi +exec +select +ping +hset +expire +publish +lindex +scan")
+              "+evalsha +eval +script|load +multi +exec +select +ping +hset +expire +publish +lindex +scan +lpos +get")
 
 
 def test_worker_runs_with_password_and_acl_user(uploads):

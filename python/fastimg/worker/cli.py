@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit
 
 import redis
 
+from .admission import parse_size
 from .allocator import tune_malloc
 from .jobs import normalise_roots
 from .outputs import SPEC_V1, SpecError, apply_overrides, parse_assignment
@@ -51,6 +52,13 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4G, 512M)") from None
 
 
 def _positive_float(text: str) -> float:
@@ -97,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"refuse images with more pixels as too-large (default {Limits.max_pixels})")
     p.add_argument("--metrics-port", type=_non_negative_int, metavar="PORT",
                    help="serve Prometheus /metrics, /healthz and /readyz on this port (default: off)")
+    p.add_argument("--metrics-host", default=Config.metrics_host, metavar="ADDR",
+                   help=f"address the metrics port binds to (default {Config.metrics_host}; 0.0.0.0 for all)")
+    p.add_argument("--memory-budget", type=_size, metavar="SIZE",
+                   help="memory all jobs of this process may use at once, e.g. 4G; jobs wait for room and "
+                        "a job that could never fit fails as too-large (default: 3/4 of the cgroup limit, "
+                        "else of the memory available at start)")
+    p.add_argument("--no-fsync", action="store_true",
+                   help="do not flush outputs to disk before recording a job as done (faster; a power loss "
+                        "can then lose outputs of done jobs)")
     add_output_options(p)
     return p
 
@@ -217,6 +234,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         limits=Limits(args.max_input_bytes, args.max_pixels, args.max_frames),
         spec=spec,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        memory_budget=args.memory_budget,
+        durable=not args.no_fsync,
     )
     say = logging.getLogger("fastimg.worker").info
     say(f"[MAIN] Starting Image Worker with {config.workers} CPU workers")
@@ -226,7 +246,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         say("[MAIN] Allowed roots: any absolute path (no --allowed-root given): jobs may read and write anywhere this user can")
     tune_malloc()
-    return Worker(connector(url, config.block_timeout), config).run()
+    worker = Worker(connector(url, config.block_timeout), config)
+    code = worker.run()
+    if worker.hard_stop.is_set():
+        # Jobs in hand are back on the queue and no output can land any more:
+        # leave now instead of waiting for encodes nobody will use.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

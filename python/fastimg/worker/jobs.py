@@ -3,14 +3,14 @@ are untrusted until checked here."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import InvalidJob
-from .outputs import OPERATIONS, SPEC_V1, OutputSpec, SpecError, apply_overrides
+from .outputs import JOB_MAX_SIDE, OPERATIONS, SPEC_V1, OutputSpec, SpecError, apply_overrides
+from .wire import StrictJSONError, loads
 
 # jobId becomes part of a file name: no separators, no control characters, not
 # "." or "..". Anything else a stored file name can hold (spaces, non-ASCII) is
@@ -28,25 +28,42 @@ class Job:
     operations: Tuple[str, ...]
     retry_count: int
     spec: Dict[str, OutputSpec]  # the operator's defaults with the job's params applied
+    # With allowed roots: (root, path below it) of the input and the output
+    # directory, which the worker opens beneath the root (see confine.py).
+    input_at: Optional[Tuple[str, str]] = None
+    output_at: Optional[Tuple[str, str]] = None
 
 
-def _is_within(path: str, roots: Sequence[str]) -> bool:
-    return any(os.path.commonpath([path, root]) == root for root in roots)
+def _encodable(value: str) -> bool:
+    """False for strings with a lone surrogate: valid JSON, but no file name or
+    Redis key can hold them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
-def _checked_path(fields: Dict[str, Any], name: str, roots: Sequence[str]) -> str:
+def _checked_path(fields: Dict[str, Any], name: str, roots: Sequence[str]) -> Tuple[str, Optional[Tuple[str, str]]]:
     value = fields.get(name)
     if not isinstance(value, str) or not value:
         raise InvalidJob(f"{name} must be a non-empty string")
     if "\x00" in value:
         raise InvalidJob(f"{name} contains a NUL byte")
+    if not _encodable(value):
+        raise InvalidJob(f"{name} is not valid Unicode (it holds a lone surrogate)")
     if not os.path.isabs(value):
         raise InvalidJob(f"{name} must be an absolute path, got {value!r}")
+    if not roots:
+        return value, None
     # Symlinks resolved: a link inside an allowed root that points out of it is
-    # refused like the path it points to.
-    if roots and not _is_within(os.path.realpath(value), roots):
-        raise InvalidJob(f"{name} {value!r} is outside the allowed roots", reason="path-not-allowed")
-    return value
+    # refused like the path it points to. This check gives the early, clear
+    # reason; the worker's opens beneath the root are what enforce it.
+    real = os.path.realpath(value)
+    for root in roots:
+        if os.path.commonpath([real, root]) == root:
+            return value, (root, os.path.relpath(real, root))
+    raise InvalidJob(f"{name} {value!r} is outside the allowed roots", reason="path-not-allowed")
 
 
 def parse_job(
@@ -59,7 +76,9 @@ def parse_job(
     """
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     try:
-        fields = json.loads(text)
+        fields = loads(text)
+    except StrictJSONError as e:
+        raise InvalidJob(f"payload is not strict JSON: {e}") from None
     except ValueError as e:
         raise InvalidJob(f"payload is not JSON: {e}") from None
     if not isinstance(fields, dict):
@@ -68,11 +87,13 @@ def parse_job(
     job_id = fields.get("jobId")
     if not isinstance(job_id, str) or not job_id:
         raise InvalidJob("jobId must be a non-empty string")
+    if not _encodable(job_id):
+        raise InvalidJob("jobId is not valid Unicode (it holds a lone surrogate)", reason="unsafe-job-id")
     if _UNSAFE_ID.search(job_id) or job_id in (".", "..") or len(job_id.encode()) > MAX_ID_BYTES:
         raise InvalidJob(f"jobId {job_id!r} is not a safe file name", reason="unsafe-job-id")
 
-    input_path = _checked_path(fields, "inputPath", allowed_roots)
-    output_dir = _checked_path(fields, "outputDir", allowed_roots)
+    input_path, input_at = _checked_path(fields, "inputPath", allowed_roots)
+    output_dir, output_at = _checked_path(fields, "outputDir", allowed_roots)
 
     ops = fields.get("operations")
     if not isinstance(ops, list) or not ops:
@@ -88,7 +109,7 @@ def parse_job(
     if isinstance(retry_count, bool) or not isinstance(retry_count, int) or retry_count < 0:
         raise InvalidJob("retryCount must be a non-negative integer")
     try:
-        job_spec = apply_overrides(spec, fields.get("params", {}))
+        job_spec = apply_overrides(spec, fields.get("params", {}), max_side=JOB_MAX_SIDE)
     except SpecError as e:
         raise InvalidJob(str(e)) from None
 
@@ -100,6 +121,8 @@ def parse_job(
         operations=tuple(dict.fromkeys(ops)),  # each output once, in the order asked
         retry_count=retry_count,
         spec=job_spec,
+        input_at=input_at,
+        output_at=output_at,
     )
 
 

@@ -16,6 +16,12 @@ def processing(worker_id: str) -> str:
     return f"image:processing:{worker_id}"
 
 
+def last_outcome(worker_id: str) -> str:
+    """Token of the last attempt a slot recorded: tells a retried record call
+    whose first reply was lost that it had in fact gone through."""
+    return f"image:last-outcome:{worker_id}"
+
+
 def heartbeat(worker_id: str) -> str:
     """Lease of one worker slot; expires when its process stops refreshing it."""
     return f"image:heartbeat:{worker_id}"

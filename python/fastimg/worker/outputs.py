@@ -30,7 +30,10 @@ SPEC_V1: Dict[str, OutputSpec] = {
     "low-quality": OutputSpec(width=1280, height=1280, quality=30, levels=32),
 }
 
-MAX_SIDE = 16384  # WebP's own limit
+MAX_SIDE = 16384  # WebP's own limit: the most an operator's --output or --config may ask
+# The most a job's params may ask: an output of 4096x4096 takes about 0.3 GB
+# to make, 10000x10000 took 3 GB, and a producer is less trusted than the operator.
+JOB_MAX_SIDE = 4096
 
 # field -> (type, low, high); bool fields have no bounds.
 _FIELDS = {
@@ -53,8 +56,10 @@ class SpecError(ValueError):
     """A bad override; the message names the field, as ``params.blur.sigma``."""
 
 
-def _value(where: str, name: str, value: Any) -> Any:
+def _value(where: str, name: str, value: Any, max_side: int) -> Any:
     kind, low, high = _FIELDS[name]
+    if name in ("width", "height"):
+        high = max_side
     if kind is bool:
         if not isinstance(value, bool):
             raise SpecError(f"{where}.{name} must be true or false")
@@ -70,8 +75,11 @@ def _value(where: str, name: str, value: Any) -> Any:
     return value
 
 
-def apply_overrides(spec: Mapping[str, OutputSpec], overrides: Any, where: str = "params") -> Dict[str, OutputSpec]:
-    """``spec`` with ``overrides`` ({operation: {field: value}}) applied, after checking them."""
+def apply_overrides(
+    spec: Mapping[str, OutputSpec], overrides: Any, where: str = "params", max_side: int = MAX_SIDE
+) -> Dict[str, OutputSpec]:
+    """``spec`` with ``overrides`` ({operation: {field: value}}) applied, after
+    checking them; ``width`` and ``height`` at most ``max_side``."""
     if not isinstance(overrides, Mapping):
         raise SpecError(f"{where} must be an object")
     out = dict(spec)
@@ -84,7 +92,7 @@ def apply_overrides(spec: Mapping[str, OutputSpec], overrides: Any, where: str =
         for name, value in fields.items():
             if name not in _ALLOWED[op]:
                 raise SpecError(f"{where}.{op}: unknown field {name!r} (known: {', '.join(_ALLOWED[op])})")
-            changes[name] = _value(f"{where}.{op}", name, value)
+            changes[name] = _value(f"{where}.{op}", name, value, max_side)
         if "sigma" in changes:
             changes["sigma_fraction"] = 0.0  # an explicit sigma replaces the relative one
         out[op] = dataclasses.replace(out[op], **changes)

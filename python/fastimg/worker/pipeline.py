@@ -7,16 +7,19 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, ContextManager, Dict, List, Optional
 
-from .decode import decode
-from .errors import PermanentError, TransientError
+from .admission import Budget, estimate
+from .decode import decode, header
+from .errors import ResourceExhausted
 from .jobs import Job
 from .limits import Limits
+from .outputs import OutputSpec
 from .read import read_input
 from .render import render_each
-from .write import Output, encode_and_write
+from .write import Output, Writer, encode_and_write
 
 @dataclass
 class Result:
@@ -67,51 +70,80 @@ def process(
     log: Optional[Callable[[str], None]] = None,
     on_output: Optional[Callable[[str], None]] = None,
     encoders: Optional[Executor] = None,
+    writer: Optional[Writer] = None,
+    budget: Optional[Budget] = None,
+    still_ours: Optional[Callable[[], bool]] = None,
+    stale_after: float = 0.0,
 ) -> Result:
-    """Make the outputs of ``job``. ``log`` receives the seed's per-step lines,
-    ``on_output`` each operation's name once its file is in place. Outputs are
-    encoded on ``encoders`` (see :func:`encoder_pool`), or in this thread."""
+    """Make the outputs of ``job`` and put them in place together.
+
+    ``log`` receives the seed's per-step lines, ``on_output`` each operation's
+    name once it is encoded. Outputs are encoded on ``encoders`` (see
+    :func:`encoder_pool`), or in this thread. ``writer`` puts them in place
+    (a durable one of its own by default); ``budget`` admits the job's
+    estimated memory before decoding; ``still_ours`` is asked just before the
+    outputs land (see :meth:`OutputDir.commit`); ``stale_after`` removes this
+    job's temporary files left by a killed attempt."""
     say = log or (lambda _msg: None)
     clock = _Clock()
     result = Result()
-    data = read_input(job.input_path, limits)
+    data = read_input(job.input_path, limits, job.input_at)
     result.input_bytes = len(data)
     say(f"Input image read: {len(data)} bytes")
     clock.lap("read")
-    spec = job.spec
-    pixels = decode(data, [spec[op] for op in job.operations], limits)
-    del data
-    clock.lap("decode")
+    specs = [job.spec[op] for op in job.operations]
+    # An empty file is left to decode, which names it for what it most often is
+    # (an upload still being written).
+    admitted: ContextManager[None] = nullcontext()
+    if budget is not None and data:
+        admitted = budget.admit(estimate(header(data), specs, len(data)), f"job {job.job_id}")
     try:
-        os.makedirs(job.output_dir, exist_ok=True)
-    except FileExistsError:
-        raise PermanentError("not-a-directory", f"outputDir is not a directory: {job.output_dir}") from None
-    except OSError as e:
-        raise TransientError("io-error", f"cannot create outputDir: {e}") from None
-    if not os.path.isdir(job.output_dir):
-        raise PermanentError("not-a-directory", f"outputDir is not a directory: {job.output_dir}")
-    # Each output is encoded as soon as it is made, on the encoder threads
-    # (libwebp runs without the GIL), the largest first: with a second core a
-    # job takes about as long as its largest encode plus what comes before it,
-    # not the sum of its encodes.
-    futures = {}
-    try:
-        for op, image in render_each(pixels, job.operations, spec):
-            futures[(encoders or _INLINE).submit(encode_and_write, job, op, image, spec[op])] = op
-    except BaseException:
-        wait(futures)  # nothing of this attempt may still be writing when it is retried
-        raise
-    del pixels
-    clock.lap("kernels")
-    made: Dict[str, Output] = {}
-    for fut in as_completed(futures):
-        output, encode_ms, write_ms = fut.result()
-        made[output.operation] = output
-        clock.add("encode", encode_ms)
-        clock.add("write", write_ms)
-        say(f"Operation {output.operation} complete: {output.path} ({output.bytes} bytes)")
-        if on_output:
-            on_output(output.operation)
-    result.outputs = [made[op] for op in job.operations]
+        with admitted:
+            clock.lap("admit")
+            _make(job, data, limits, specs, say, on_output, encoders or _INLINE, writer or Writer(), still_ours,
+                  stale_after, clock, result)
+    except MemoryError:
+        raise ResourceExhausted("out-of-memory", "out of memory while making the outputs") from None
     result.timings_ms = clock.timings
     return result
+
+
+def _make(job: Job, data: bytes, limits: Limits, specs: List[OutputSpec], say: Callable[[str], None],
+          on_output: Optional[Callable[[str], None]], encoders: Executor, writer: Writer,
+          still_ours: Optional[Callable[[], bool]], stale_after: float, clock: _Clock, result: Result) -> None:
+    pixels = decode(data, specs, limits)
+    del data
+    clock.lap("decode")
+    with writer.open(job, stale_after) as out:
+        # Each output is encoded as soon as it is made, on the encoder threads
+        # (libwebp runs without the GIL), the largest first: with a second core
+        # a job takes about as long as its largest encode plus what comes
+        # before it, not the sum of its encodes.
+        futures: Dict[Future, str] = {}
+        try:
+            for op, image in render_each(pixels, job.operations, job.spec):
+                futures[encoders.submit(encode_and_write, out, op, image, job.spec[op])] = op
+        except BaseException:
+            wait(futures)  # nothing of this attempt may still be writing when it is retried
+            raise
+        del pixels
+        clock.lap("kernels")
+        made: Dict[str, Output] = {}
+        try:
+            for fut in as_completed(futures):
+                output, encode_ms, write_ms = fut.result()
+                made[output.operation] = output
+                clock.add("encode", encode_ms)
+                clock.add("write", write_ms)
+                if on_output:
+                    on_output(output.operation)
+        except BaseException:
+            wait(futures)
+            raise
+        t0 = time.perf_counter()
+        out.commit(still_ours)
+        clock.add("write", (time.perf_counter() - t0) * 1000)
+    for op in job.operations:
+        o = made[op]
+        say(f"Operation {o.operation} complete: {o.path} ({o.bytes} bytes)")
+    result.outputs = [made[op] for op in job.operations]

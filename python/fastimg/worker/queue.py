@@ -16,12 +16,19 @@ from .wire import dumps, now_ms
 # Take: BLMOVE image:jobs -> in-flight list (see Queue.take).
 
 # Record an outcome: the job leaves the in-flight list and lands on exactly one
-# list. Returns 0 when the job was no longer in flight (it was recovered after
-# this worker's lease lapsed), in which case nothing is recorded.
-#   KEYS: in-flight, target list, retry due set
-#   ARGV: payload as taken, record, cap (0: none), due ms ("" unless a retry)
+# list, and the slot's last-outcome key remembers the attempt's token. Returns
+# 1 when recorded; 2 when this attempt was recorded already (the reply to an
+# earlier call was lost with its connection); 0 when the job was no longer in
+# flight (recovered after this slot's lease lapsed): nothing is recorded then.
+#   KEYS: in-flight, target list, retry due set, last outcome
+#   ARGV: payload as taken, record, cap (0: none), due ms ("" unless a retry),
+#         attempt token, token TTL ms
 _FINISH = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+  if redis.call('GET', KEYS[4]) == ARGV[5] then return 2 end
+  return 0
+end
+redis.call('SET', KEYS[4], ARGV[5], 'PX', tonumber(ARGV[6]))
 if ARGV[4] ~= '' then
   redis.call('RPUSH', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
@@ -44,7 +51,8 @@ end
 return #due
 """
 
-# Take one job back from a dead worker slot, unless its lease is alive again.
+# Take one job back from a slot without a lease (dead, or never registered),
+# unless its lease is alive again.
 #   KEYS: heartbeat, in-flight, target list
 #   ARGV: payload as held, new payload, push to head of jobs ("jobs") or
 #         record as failed ("failed"), cap
@@ -56,6 +64,16 @@ if ARGV[3] == 'failed' then
   local cap = tonumber(ARGV[4])
   if cap > 0 then redis.call('LTRIM', KEYS[3], 0, cap - 1) end
 end
+return 1
+"""
+
+# Confirm a slot still holds a job, and renew its lease in the same step, so
+# that no recovery can take the job between this answer and what the slot
+# does next (put the job's outputs in place).
+#   KEYS: in-flight, heartbeat   ARGV: payload as taken, lease ms, now ms
+_OWNS = """
+if redis.call('LPOS', KEYS[1], ARGV[1]) == false then return 0 end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', tonumber(ARGV[2]))
 return 1
 """
 
@@ -75,6 +93,10 @@ return 1
 """
 
 
+Finish = int  # what _FINISH returns: RECORDED, ALREADY_RECORDED or GONE
+RECORDED, ALREADY_RECORDED, GONE = 1, 2, 0
+
+
 class Queue:
     """The worker's view of the Redis lists (key names in :mod:`keys`)."""
 
@@ -87,32 +109,46 @@ class Queue:
         self._recover = conn.register_script(_RECOVER)
         self._retire = conn.register_script(_RETIRE)
         self._requeue = conn.register_script(_REQUEUE)
+        self._owns = conn.register_script(_OWNS)
 
     # -- a worker slot's own job -------------------------------------------
     def take(self, worker_id: str, timeout: float) -> Optional[bytes]:
-        """The oldest pending job, moved into this slot's in-flight list; None on timeout."""
+        """The oldest pending job, moved into this slot's in-flight list; None on timeout.
+
+        If the connection drops after Redis moved the job but before the reply
+        arrives, the job is in the list and this raises: the slot then reads
+        its list (:meth:`held`) before taking anything else."""
         return self.conn.blmove(keys.JOBS, keys.processing(worker_id), timeout, "LEFT", "RIGHT")
 
     def held(self, worker_id: str) -> List[bytes]:
         return self.conn.lrange(keys.processing(worker_id), 0, -1)
 
-    def done(self, worker_id: str, raw: bytes, record: Dict[str, Any]) -> bool:
-        return bool(self._finish(keys=[keys.processing(worker_id), keys.DONE, keys.RETRY_DUE],
-                                 args=[raw, dumps(record), self.done_cap, ""]))
+    def owns(self, worker_id: str, raw: bytes, ttl_ms: int) -> bool:
+        """The job is still in this slot's in-flight list (nobody took it over
+        after a lapsed lease), and the lease is renewed for ``ttl_ms``."""
+        return bool(self._owns(keys=[keys.processing(worker_id), keys.heartbeat(worker_id)],
+                               args=[raw, ttl_ms, now_ms()]))
 
-    def failed(self, worker_id: str, raw: bytes, record: Dict[str, Any]) -> bool:
-        return bool(self._finish(keys=[keys.processing(worker_id), keys.FAILED, keys.RETRY_DUE],
-                                 args=[raw, dumps(record), self.failed_cap, ""]))
+    def _record(self, worker_id: str, raw: bytes, target: str, record: Dict[str, Any], cap: int,
+                due: str, token: str) -> Finish:
+        return int(self._finish(keys=[keys.processing(worker_id), target, keys.RETRY_DUE, keys.last_outcome(worker_id)],
+                                args=[raw, dumps(record), cap, due, token, 24 * 3600 * 1000]))
 
-    def retry(self, worker_id: str, raw: bytes, payload: Dict[str, Any], due_ms: int) -> bool:
-        return bool(self._finish(keys=[keys.processing(worker_id), keys.RETRY, keys.RETRY_DUE],
-                                 args=[raw, dumps(payload), 0, due_ms]))
+    def done(self, worker_id: str, raw: bytes, record: Dict[str, Any], token: str = "") -> Finish:
+        return self._record(worker_id, raw, keys.DONE, record, self.done_cap, "", token)
 
-    def give_back(self, worker_id: str) -> int:
-        """Put the jobs this slot holds back at the head of image:jobs, unchanged."""
-        moved = 0
-        while self.conn.lmove(keys.processing(worker_id), keys.JOBS, "RIGHT", "LEFT") is not None:
-            moved += 1
+    def failed(self, worker_id: str, raw: bytes, record: Dict[str, Any], token: str = "") -> Finish:
+        return self._record(worker_id, raw, keys.FAILED, record, self.failed_cap, "", token)
+
+    def retry(self, worker_id: str, raw: bytes, payload: Dict[str, Any], due_ms: int, token: str = "") -> Finish:
+        return self._record(worker_id, raw, keys.RETRY, payload, 0, str(due_ms), token)
+
+    def give_back(self, worker_id: str) -> List[bytes]:
+        """Put the jobs this slot holds back at the head of image:jobs, unchanged;
+        returns them."""
+        moved = []
+        while (raw := self.conn.lmove(keys.processing(worker_id), keys.JOBS, "RIGHT", "LEFT")) is not None:
+            moved.append(raw)
         return moved
 
     # -- leases ----------------------------------------------------------
@@ -137,15 +173,29 @@ class Queue:
     def promote_due(self, limit: int = 100) -> int:
         return int(self._promote(keys=[keys.RETRY, keys.RETRY_DUE, keys.JOBS], args=[now_ms(), limit]))
 
-    def dead_workers(self) -> List[str]:
-        ids = sorted(x.decode() for x in self.conn.smembers(keys.WORKERS))
+    def _without_lease(self, ids: List[str]) -> List[str]:
         if not ids:
             return []
-        alive = self.conn.exists  # one round trip per id is fine: slots are few
-        return [wid for wid in ids if not alive(keys.heartbeat(wid))]
+        pipe = self.conn.pipeline(transaction=False)
+        for wid in ids:
+            pipe.exists(keys.heartbeat(wid))
+        return [wid for wid, alive in zip(ids, pipe.execute()) if not alive]
+
+    def dead_workers(self) -> List[str]:
+        """Registered slots whose lease has lapsed."""
+        return self._without_lease(sorted(x.decode() for x in self.conn.smembers(keys.WORKERS)))
+
+    def orphaned_slots(self) -> List[str]:
+        """Slots, registered or not, with an in-flight list and no lease: what a
+        slot left behind when Redis lost the registry, or a list that a lost
+        reply filled after its process had stopped. Scans the keyspace, so it
+        runs less often than :meth:`dead_workers`."""
+        prefix = len(keys.processing(""))
+        ids = sorted({k.decode()[prefix:] for k in self.conn.scan_iter(match=keys.processing("*"), count=1000)})
+        return self._without_lease(ids)
 
     def recover(self, dead_id: str, raw: bytes, payload: str, to_failed: bool) -> int:
-        """Move one held job of a dead slot: 1 moved, 0 gone already, -1 lease alive."""
+        """Move one held job of a slot without a lease: 1 moved, 0 gone already, -1 lease alive."""
         target = keys.FAILED if to_failed else keys.JOBS
         return int(self._recover(keys=[keys.heartbeat(dead_id), keys.processing(dead_id), target],
                                  args=[raw, payload, "failed" if to_failed else "jobs", self.failed_cap]))
@@ -169,14 +219,14 @@ class Queue:
         pipe.smembers(keys.WORKERS)
         jobs, retry, done, failed, oldest, workers = pipe.execute()
         in_flight = sum(conn.llen(k) for k in conn.scan_iter(match=keys.processing("*"), count=500))
-        live = sum(1 for w in workers if conn.exists(keys.heartbeat(w.decode())))
+        live = len(workers) - len(self._without_lease([w.decode() for w in workers]))
         age: Optional[float] = None
         if oldest is not None:
             try:
                 ts = json.loads(oldest).get("timestamp")
                 if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts > 0:
                     age = round(time.time() - ts / 1000, 1)
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 pass
         return {"jobs": jobs, "retry": retry, "done": done, "failed": failed, "inFlight": in_flight,
                 "liveWorkers": live, "registeredWorkers": len(workers), "oldestPendingAgeSeconds": age}

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Optional, Tuple
 
-from .errors import PermanentError, TransientError
+from .confine import open_beneath
+from .errors import PermanentError, TransientError, io_error
 from .limits import Limits
 
+# O_NONBLOCK: opening a FIFO must not hang the worker; fstat refuses it next.
+_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 
-def read_input(path: str, limits: Limits) -> bytes:
+
+def read_input(path: str, limits: Limits, at: Optional[Tuple[str, str]] = None) -> bytes:
+    """The bytes of the input at ``path``; with ``at`` = (root, path below it),
+    opened so that it cannot resolve outside the root."""
     try:
-        # O_NONBLOCK: opening a FIFO must not hang the worker; fstat refuses it next.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = open_beneath(at[0], at[1], _FLAGS) if at else os.open(path, _FLAGS)
     except FileNotFoundError:
         raise TransientError("input-missing", f"input file not found: {path}") from None
     except OSError as e:
-        raise TransientError("io-error", f"cannot open input: {e}") from None
+        raise io_error("cannot open input", e) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -27,7 +33,7 @@ def read_input(path: str, limits: Limits) -> bytes:
             fd = -1
             return f.read()
     except OSError as e:
-        raise TransientError("io-error", f"cannot read input: {e}") from None
+        raise io_error("cannot read input", e) from None
     finally:
         if fd >= 0:
             os.close(fd)

@@ -35,7 +35,7 @@ def publish(conn: redis.Redis, job_id: str, state: str, **fields: Any) -> None:
         pipe.expire(keys.status(job_id), keys.STATUS_TTL_S)
         pipe.publish(keys.EVENTS, message)
         pipe.execute()
-    except redis.RedisError as e:
+    except (redis.RedisError, ValueError) as e:  # ValueError: a key Redis cannot encode
         log.warning("status update for %s (%s) not written: %s", job_id, state, e)
 
 

@@ -1,14 +1,15 @@
 """The worker process: N slots taking jobs, a main thread keeping the leases,
-moving due retries, recovering dead workers' jobs and handling signals.
+moving due retries, recovering jobs of slots without a lease, restarting
+slots that die, and handling signals.
 
 Loop of one slot: take a job (blocking read with a finite timeout), process
-it, record the outcome atomically. Redis errors never end the process: the
-slot backs off and tries again, and a job it holds stays in its in-flight list
-until the outcome is recorded."""
+it, record the outcome atomically. Nothing that happens while handling one
+job ends the slot: every exception ends that job. Redis errors never end the
+process: the slot backs off, re-reads its own in-flight list (a job whose
+reply was lost is there) and goes on."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -24,21 +25,24 @@ import redis
 
 import fastimg
 
-from . import keys, status
+from . import keys, outcomes, recovery, status
+from .admission import Budget, default_budget
 from .errors import InvalidJob, JobError
-from .jobs import Job, parse_job
+from .jobs import parse_job
+from .limits import Limits
 from .metrics import HealthServer, Metrics, fresh
 from .outputs import SPEC_V1, OutputSpec
-from .limits import Limits
 from .pipeline import encoder_pool, process
-from .queue import Queue
-from .wire import dumps, now_ms
+from .queue import GONE, Queue
+from .write import Stopped, Superseded, Writer
 
 log = logging.getLogger("fastimg.worker")
 
 
 @dataclass
 class Config:
+    """Every setting of a worker process; the CLI shows these defaults."""
+
     workers: int = 4
     max_retries: int = 3
     allowed_roots: Tuple[str, ...] = ()
@@ -51,14 +55,11 @@ class Config:
     failed_cap: int = 10_000
     spec: Dict[str, OutputSpec] = field(default_factory=lambda: dict(SPEC_V1))
     limits: Limits = field(default_factory=Limits)
-    metrics_port: Optional[int] = None  # serve /metrics, /healthz, /readyz here (0: any free port)
-
-
-def retry_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))],
-    never below a tenth of that bound (so a retry is never immediate)."""
-    bound = min(cap, base * (2 ** max(0, attempt - 1)))
-    return random.uniform(bound / 10, bound)
+    metrics_port: Optional[int] = None  # serve /metrics, /healthz and /readyz here (0: any free port)
+    metrics_host: str = "127.0.0.1"
+    memory_budget: Optional[int] = None  # bytes for all jobs at once; None: from the cgroup or free memory
+    durable: bool = True  # fsync outputs and their directory before a job counts as done
+    orphan_scan_interval: float = 30.0  # seconds between scans for in-flight lists nobody registered
 
 
 class _Backoff:
@@ -79,6 +80,15 @@ def _say(name: str, msg: str) -> None:
     log.info("[%s] %s", name, msg)
 
 
+def _job_id(raw: bytes) -> str:
+    """The jobId of a payload for log lines, without parsing it again."""
+    start = raw.find(b'"jobId"')
+    if start < 0:
+        return "(no jobId)"
+    value = raw[start + 7: start + 7 + 240].split(b'"')
+    return value[1].decode("utf-8", "backslashreplace") if len(value) > 2 else "(no jobId)"
+
+
 class Worker:
     def __init__(self, connect: Callable[[], redis.Redis], config: Config) -> None:
         self.connect = connect
@@ -89,9 +99,13 @@ class Worker:
         self.ids = [f"{socket.gethostname()}-{os.getpid()}-{token}-{i}" for i in range(config.workers)]
         self.stopping = threading.Event()  # first signal: take no new jobs
         self.hard_stop = threading.Event()  # second signal, or shutdown timeout
-        self._threads: List[threading.Thread] = []
+        self._threads: List[Optional[threading.Thread]] = [None] * config.workers
+        self._taking = [False] * config.workers  # in a blocking read: may still receive a job
         self.metrics = Metrics()
         self.encoders = encoder_pool()
+        self.writer = Writer(durable=config.durable)
+        self.budget = Budget(config.memory_budget or default_budget())
+        self.policy = outcomes.Policy(config.max_retries, config.backoff_base, config.backoff_cap)
         self.health: Optional[HealthServer] = None
         self.registered = False
         self.last_loop = self.last_redis_ok = time.monotonic()
@@ -101,179 +115,221 @@ class Worker:
         name, wid = f"WORKER-{index}", self.ids[index]
         queue = Queue(self.connect(), self.config.done_cap, self.config.failed_cap)
         backoff = _Backoff()
+        check_held = True  # at start and after a connection error, our list may hold a job
         _say(name, "Started")
         while not self.stopping.is_set():
             try:
-                raw = queue.take(wid, self.config.block_timeout)
+                raw = None
+                if check_held:
+                    held = queue.held(wid)
+                    check_held = bool(held)  # drain what is there before taking more
+                    if held:
+                        raw = held[0]
+                        _say(name, f"Resuming job {_job_id(raw)} found in this slot's in-flight list")
+                if raw is None:
+                    self._taking[index] = True
+                    try:
+                        raw = queue.take(wid, self.config.block_timeout)
+                    finally:
+                        self._taking[index] = False
                 backoff.reset()
             except redis.RedisError as e:
                 self.metrics.redis_errors.inc()
+                check_held = True
                 delay = backoff.next()
                 _say(name, f"Redis error while waiting for jobs ({e}); retrying in {delay:.1f}s")
                 self.stopping.wait(delay)
                 continue
-            if raw is not None:
-                self.metrics.busy.inc()
+            if raw is None:
+                continue
+            if self.stopping.is_set():
+                break  # taken as the stop began: _exit puts it back untouched
+            self.metrics.busy.inc()
+            try:
                 with self.metrics.job.time():
-                    self._handle(name, wid, queue, raw)
+                    self._attempt(name, wid, queue, raw)
+            finally:
                 self.metrics.busy.dec()
         _say(name, "Stopped")
 
-    def _handle(self, name: str, wid: str, queue: Queue, raw: bytes) -> None:
+    def _attempt(self, name: str, wid: str, queue: Queue, raw: bytes) -> None:
+        """Handle one payload; whatever happens, it ends here with its outcome
+        recorded (or, on a hard stop, with the job put back)."""
+        token = secrets.token_hex(8)
+        try:
+            self._handle(name, wid, queue, raw, token)
+        except (Stopped, InterruptedError):
+            pass  # hard stop: the main thread puts the job back
+        except Exception as e:  # noqa: BLE001 - the wall: one job must never take its slot down
+            log.exception("[%s] Unexpected error while handling job %s", name, _job_id(raw))
+            error = JobError("internal-error", f"{type(e).__name__}: {e}"[:2000])
+            self._record(name, wid, queue, raw, outcomes.unhandled(raw, error, wid), token)
+
+    def _handle(self, name: str, wid: str, queue: Queue, raw: bytes, token: str) -> None:
         started = time.perf_counter()
         try:
             job = parse_job(raw, self.config.allowed_roots, self.config.spec)
         except InvalidJob as e:
-            _say(name, f"Invalid job moved to {keys.FAILED} ({e.reason}): {e}")
-            record = self._failure(raw, None, e, 1, wid)
-            if self._record(name, lambda: queue.failed(wid, raw, record)):
-                self.metrics.jobs.labels("failed", e.reason).inc()
+            self._record(name, wid, queue, raw, outcomes.invalid(raw, e, wid), token)
             return
         _say(name, f"Processing job {job.job_id} with operations: [{' '.join(job.operations)}]")
-        status.publish(queue.conn, job.job_id, "processing", operations=list(job.operations),
-                       completed=[], attempt=job.retry_count + 1, worker=wid)
+        state = {"operations": list(job.operations), "attempt": job.retry_count + 1, "worker": wid}
+        status.publish(queue.conn, job.job_id, "processing", completed=[], **state)
         made: List[str] = []
 
         def progress(op: str) -> None:
             made.append(op)
-            status.publish(queue.conn, job.job_id, "processing", operations=list(job.operations),
-                           completed=list(made), attempt=job.retry_count + 1, worker=wid)
+            status.publish(queue.conn, job.job_id, "processing", completed=list(made), **state)
 
+        retried = "lastReason" in job.fields
         try:
             result = process(job, self.config.limits, log=lambda m: _say(name, m), on_output=progress,
-                             encoders=self.encoders)
-        except Exception as e:  # noqa: BLE001 - a job must never take its slot down
-            error = e if isinstance(e, JobError) else JobError("internal-error", f"{type(e).__name__}: {e}")
-            if not isinstance(e, JobError):
-                log.exception("[%s] Unexpected error in job %s", name, job.job_id)
-                error.retry = True
-            self._failed_attempt(name, wid, queue, raw, job, error)
+                             encoders=self.encoders, writer=self.writer, budget=self.budget,
+                             still_ours=lambda: self._still_ours(queue, wid, raw),
+                             stale_after=self.config.heartbeat_ttl if retried else 0.0)
+        except Superseded:
+            _say(name, f"Job {job.job_id} was taken over by another worker while this slot's lease had "
+                       "lapsed; its outputs were discarded")
             return
-        ms = (time.perf_counter() - started) * 1000
-        record = dict(job.fields)
-        record.update(
-            status="done",
-            outputs=[vars(o) for o in result.outputs],
-            timings={**result.timings_ms, "total": round(ms, 2)},
-            inputBytes=result.input_bytes,
-            worker=wid,
-            attempts=job.retry_count + 1,
-            completedAt=now_ms(),
-        )
-        if self._record(name, lambda: queue.done(wid, raw, record)):
-            _say(name, f"Job {job.job_id} completed successfully in {ms:.0f}ms")
-            self.metrics.jobs.labels("done", "").inc()
+        except (Stopped, InterruptedError):
+            raise
+        except JobError as e:
+            self._record(name, wid, queue, raw, outcomes.after_error(job, e, wid, self.policy), token)
+            return
+        except Exception as e:  # noqa: BLE001 - a bug in processing: the job is retried, the slot goes on
+            log.exception("[%s] Unexpected error in job %s", name, job.job_id)
+            error = JobError("internal-error", f"{type(e).__name__}: {e}")
+            error.retry = True
+            self._record(name, wid, queue, raw, outcomes.after_error(job, error, wid, self.policy), token)
+            return
+        timings = {**result.timings_ms, "total": round((time.perf_counter() - started) * 1000, 2)}
+        outcome = outcomes.done(job, [vars(o) for o in result.outputs], timings, result.input_bytes, wid)
+        if self._record(name, wid, queue, raw, outcome, token):
             self.metrics.observe_stages(result.timings_ms)
-            status.publish(queue.conn, job.job_id, "done", outputs=record["outputs"], attempts=record["attempts"])
 
-    def _failed_attempt(self, name: str, wid: str, queue: Queue, raw: bytes, job: Job, error: JobError) -> None:
-        attempt = job.retry_count + 1
-        if error.retry and job.retry_count < self.config.max_retries:
-            delay = retry_delay(attempt, self.config.backoff_base, self.config.backoff_cap)
-            due = now_ms() + int(delay * 1000)
-            payload = dict(job.fields)
-            payload.update(retryCount=attempt, lastError=str(error), lastReason=error.reason, nextAttemptAt=due)
-            _say(name, f"Job {job.job_id} failed ({error.reason}: {error}); "
-                       f"retry {attempt}/{self.config.max_retries} in {delay:.1f}s")
-            if self._record(name, lambda: queue.retry(wid, raw, payload, due)):
-                self.metrics.jobs.labels("retry", error.reason).inc()
-                status.publish(queue.conn, job.job_id, "retrying", reason=error.reason, error=str(error),
-                               attempt=attempt, nextAttemptAt=due)
-        else:
-            why = "permanently" if not error.retry else f"after {attempt} attempts"
-            _say(name, f"Job {job.job_id} failed {why} ({error.reason}): {error}")
-            if self._record(name, lambda: queue.failed(wid, raw, self._failure(raw, job, error, attempt, wid))):
-                self.metrics.jobs.labels("failed", error.reason).inc()
-                status.publish(queue.conn, job.job_id, "failed", reason=error.reason, error=str(error),
-                               attempts=attempt)
-
-    @staticmethod
-    def _failure(raw: bytes, job: Optional[Job], error: JobError, attempts: int, wid: str) -> Dict[str, Any]:
-        if job is not None:
-            record: Dict[str, Any] = dict(job.fields)
-        else:
-            try:
-                parsed = json.loads(raw)
-            except ValueError:
-                parsed = None
-            # The payload as it came, so nothing the producer sent is lost.
-            record = dict(parsed) if isinstance(parsed, dict) else {}
-            record["raw"] = raw.decode("utf-8", "replace")
-        record.update(status="failed", error=str(error), reason=error.reason, attempts=attempts,
-                      worker=wid, failedAt=now_ms())
-        return record
-
-    def _record(self, name: str, write: Callable[[], bool]) -> bool:
-        """Record an outcome, waiting out Redis outages: the job stays in flight
-        meanwhile, so giving up would only delay it, never lose it."""
+    def _still_ours(self, queue: Queue, wid: str, raw: bytes) -> bool:
+        """Asked before a job's outputs land: after a Redis outage longer than
+        the lease, another worker may have taken the job over."""
         backoff = _Backoff()
         while not self.hard_stop.is_set():
             try:
-                if write():
-                    return True
-                _say(name, "Job was recovered by another worker while in flight; outcome not recorded")
-                return False
+                return queue.owns(wid, raw, int(self.config.heartbeat_ttl * 1000))
+            except redis.RedisError:
+                self.metrics.redis_errors.inc()
+                self.hard_stop.wait(backoff.next())
+        raise Stopped()
+
+    def _record(self, name: str, wid: str, queue: Queue, raw: bytes, outcome: outcomes.Outcome, token: str) -> bool:
+        """Record an outcome, waiting out Redis outages: the job stays in flight
+        meanwhile, so giving up would only delay it, never lose it."""
+        job_id = outcome.record.get("jobId")
+        write = {
+            "done": lambda: queue.done(wid, raw, outcome.record, token),
+            "failed": lambda: queue.failed(wid, raw, outcome.record, token),
+            "retry": lambda: queue.retry(wid, raw, outcome.record, outcome.due_ms or 0, token),
+        }[outcome.list]
+        backoff = _Backoff()
+        while not self.hard_stop.is_set():
+            try:
+                result = write()
+                break
             except redis.RedisError as e:
                 self.metrics.redis_errors.inc()
                 delay = backoff.next()
-                _say(name, f"Redis error while recording outcome ({e}); retrying in {delay:.1f}s")
+                _say(name, f"Redis error while recording the outcome of job {job_id} ({e}); retrying in {delay:.1f}s")
                 self.hard_stop.wait(delay)
-        return False
+        else:
+            return False
+        if result == GONE:
+            _say(name, f"Job {job_id} was no longer in this slot's in-flight list (its lease had lapsed and "
+                       f"another worker took it over); this attempt's outcome ({outcome.list}) was not recorded")
+            return False
+        _say(name, outcome.message)
+        reason = str(outcome.record.get("reason", outcome.record.get("lastReason", "")))
+        self.metrics.jobs.labels(outcome.list, "" if outcome.list == "done" else reason).inc()
+        if job_id is not None and isinstance(job_id, str):
+            extra: Dict[str, Any] = {}
+            if outcome.list == "done":
+                extra = {"outputs": outcome.record["outputs"], "attempts": outcome.record["attempts"]}
+            elif outcome.list == "retry":
+                extra = {"reason": reason, "error": outcome.record["lastError"],
+                         "attempt": outcome.record.get("retryCount", 0), "nextAttemptAt": outcome.due_ms}
+            else:
+                extra = {"reason": reason, "error": outcome.record["error"], "attempts": outcome.record["attempts"]}
+            status.publish(queue.conn, job_id, {"retry": "retrying"}.get(outcome.list, outcome.list), **extra)
+        return True
 
     # -- the process -------------------------------------------------------
-    def _recover_dead(self, queue: Queue) -> None:
-        for dead in queue.dead_workers():
-            if dead in self.ids:
-                continue
-            for raw in queue.held(dead):
-                try:
-                    fields = json.loads(raw)
-                except ValueError:
-                    fields = None
-                if not isinstance(fields, dict):
-                    error = JobError("invalid-job", "payload is not a JSON object (held by a worker that died)")
-                    record = self._failure(raw, None, error, 1, dead)
-                    queue.recover(dead, raw, dumps(record), to_failed=True)
-                    continue
-                count = fields.get("retryCount", 0)
-                attempts = (count if isinstance(count, int) and not isinstance(count, bool) else 0) + 1
-                if attempts > self.config.max_retries:
-                    fields.update(status="failed", reason="worker-died", attempts=attempts, worker=dead,
-                                  failedAt=now_ms(),
-                                  error=f"the job was in flight on a worker that died, {attempts} times "
-                                        f"(max retries {self.config.max_retries}): it may crash workers")
-                    moved = queue.recover(dead, raw, dumps(fields), to_failed=True)
-                else:
-                    fields.update(retryCount=attempts, lastError="worker died while processing",
-                                  lastReason="worker-died")
-                    moved = queue.recover(dead, raw, dumps(fields), to_failed=False)
-                if moved == 1:
-                    self.metrics.recovered.inc()
-                    _say("MAIN", f"Recovered job {fields.get('jobId')} from dead worker {dead}")
-            queue.retire(dead)
-
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if not self.stopping.is_set():
             self.stopping.set()
             _say("MAIN", f"Received {signal.Signals(signum).name}: finishing jobs in hand "
-                         f"(up to {self.config.shutdown_timeout:.0f}s); signal again to stop at once")
+                         f"(up to {self.config.shutdown_timeout:g}s); signal again to stop at once")
         else:
             self.hard_stop.set()
             _say("MAIN", f"Received {signal.Signals(signum).name} again: putting jobs in hand back")
 
+    def _start_slot(self, index: int) -> None:
+        t = threading.Thread(target=self._slot, args=(index,), name=f"WORKER-{index}", daemon=True)
+        self._threads[index] = t
+        t.start()
+
+    def live_slots(self) -> int:
+        return sum(1 for t in self._threads if t is not None and t.is_alive())
+
+    def _supervise(self) -> None:
+        """Restart slots that died (a bug escaped the wall around each job)."""
+        for i, t in enumerate(self._threads):
+            if t is not None and not t.is_alive() and not self.stopping.is_set():
+                self.metrics.slot_restarts.inc()
+                _say("MAIN", f"WORKER-{i} stopped unexpectedly; restarting it")
+                self._start_slot(i)
+        self.metrics.live_slots.set(self.live_slots())
+
+    def check_config(self, queue: Queue) -> Optional[str]:
+        """What is wrong with the Redis settings, or None. Outages (refused,
+        timed out) are not configuration errors: they are waited out."""
+        try:
+            queue.conn.ping()
+        except redis.AuthenticationError as e:
+            return f"Redis refused the credentials: {e}"
+        except redis.ResponseError as e:
+            return f"Redis refused the connection settings: {e}"
+        except redis.ConnectionError as e:
+            text = str(e)
+            if any(w in text for w in ("SSL", "TLS", "ssl", "certificate")):
+                return f"TLS connection failed ({text}): is the server speaking TLS? (rediss:// URL)"
+            if "max number of clients" in text:
+                return None
+            cause = e.__cause__ or e.__context__
+            if cause is not None and type(cause).__module__ == "ssl":
+                return f"TLS connection failed ({text}): is the server speaking TLS? (rediss:// URL)"
+        except redis.RedisError:
+            return None
+        return None
+
     def run(self, install_signals: bool = True) -> int:
+        """Run until stopped; 0 after a clean stop, 1 when jobs could not be put
+        back, 2 on a configuration error (wrong password, database or TLS)."""
         cfg = self.config
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         info = fastimg.backends()
         _say("MAIN", f"Kernels: {info.describe()}")
+        _say("MAIN", f"Memory budget for jobs: {self.budget.total / (1 << 20):.0f} MB")
         self.metrics.backend.info({"backend": info.default, "device": info.cuda_device or "",
                                    "reason": info.cuda_reason or ""})
-        if cfg.metrics_port is not None:
-            self.health = HealthServer(cfg.metrics_port, self.metrics, self.healthy, self.ready)
-            _say("MAIN", f"Metrics on :{self.health.port}/metrics, health on /healthz and /readyz")
+        self.metrics.memory_budget.set(self.budget.total)
         queue = Queue(self.connect(), cfg.done_cap, cfg.failed_cap)
+        problem = self.check_config(queue)
+        if problem:
+            _say("MAIN", f"Configuration error: {problem}")
+            return 2
+        if cfg.metrics_port is not None:
+            self.health = HealthServer(cfg.metrics_port, self.metrics, self.healthy, self.ready, cfg.metrics_host)
+            _say("MAIN", f"Metrics on {cfg.metrics_host}:{self.health.port}/metrics, "
+                         "health on /healthz and /readyz")
         ttl_ms = int(cfg.heartbeat_ttl * 1000)
         backoff = _Backoff()
         while True:  # leases first: a slot must never hold a job without one
@@ -286,30 +342,36 @@ class Worker:
                 delay = backoff.next()
                 _say("MAIN", f"Redis error at start-up ({e}); retrying in {delay:.1f}s")
                 if self.stopping.wait(delay):
-                    return 0
+                    return self._exit(queue)
         for i in range(cfg.workers):
-            t = threading.Thread(target=self._slot, args=(i,), name=f"WORKER-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._start_slot(i)
 
         deadline: Optional[float] = None
-        next_beat = next_sweep = 0.0
-        while any(t.is_alive() for t in self._threads):
-            if self.stopping.is_set() and deadline is None:
-                deadline = time.monotonic() + cfg.shutdown_timeout
-            if deadline is not None and time.monotonic() > deadline and not self.hard_stop.is_set():
-                _say("MAIN", "Shutdown timeout reached: putting jobs in hand back")
-                self.hard_stop.set()
-            if self.hard_stop.is_set():
-                break
+        next_beat = next_sweep = next_scan = 0.0
+        while not self.hard_stop.is_set():
+            if self.stopping.is_set():
+                if deadline is None:
+                    deadline = time.monotonic() + cfg.shutdown_timeout
+                if self.live_slots() == 0:
+                    break
+                if time.monotonic() > deadline:
+                    _say("MAIN", "Shutdown timeout reached: putting jobs in hand back")
+                    self.hard_stop.set()
+                    break
             now = self.last_loop = time.monotonic()
+            self._supervise()
             try:
                 if now >= next_beat:
                     queue.beat(self.ids, ttl_ms)
                     next_beat = now + cfg.heartbeat_ttl / 3
                 if now >= next_sweep:
                     queue.promote_due()
-                    self._recover_dead(queue)
+                    scan = now >= next_scan
+                    self.metrics.recovered.inc(recovery.recover(
+                        queue, self.ids, cfg.max_retries, lambda m: _say("MAIN", m), scan,
+                        cfg.allowed_roots, cfg.heartbeat_ttl))
+                    if scan:
+                        next_scan = now + cfg.orphan_scan_interval
                     self._update_gauges(queue)
                     next_sweep = now + min(1.0, cfg.heartbeat_ttl / 3)
                 backoff.reset()
@@ -320,7 +382,7 @@ class Worker:
                 _say("MAIN", f"Redis error ({e}); retrying in {delay:.1f}s")
                 self.hard_stop.wait(delay)
                 continue
-            self.hard_stop.wait(0.2)
+            self.hard_stop.wait(0.1 if self.stopping.is_set() else 0.2)
 
         return self._exit(queue)
 
@@ -330,30 +392,44 @@ class Worker:
             self.metrics.queue.labels(name).set(s[name])
         self.metrics.in_flight.set(s["inFlight"])
         self.metrics.live_workers.set(s["liveWorkers"])
+        self.metrics.memory_used.set(self.budget.used)
 
     def healthy(self) -> bool:
         """Redis answered recently and the main loop is turning."""
         return fresh(self.last_loop, 10.0) and fresh(self.last_redis_ok, max(30.0, self.config.heartbeat_ttl))
 
     def ready(self) -> bool:
-        return self.registered and not self.stopping.is_set()
+        """Registered, not stopping, and every slot alive to take jobs."""
+        return self.registered and not self.stopping.is_set() and self.live_slots() == self.config.workers
 
     def _exit(self, queue: Queue) -> int:
+        """Put back what the slots hold (all of it on a hard stop; after a clean
+        stop only what a lost reply left), then leave the registry."""
+        if self.hard_stop.is_set():
+            self.writer.close()  # from here on no output lands and no temporary file stays
+        left = False
         backoff = _Backoff()
+        settle = time.monotonic() + min(1.5, self.config.block_timeout)
         for _ in range(50):
             try:
-                if self.hard_stop.is_set():
-                    for wid in self.ids:
-                        n = queue.give_back(wid)
-                        if n:
-                            _say("MAIN", f"Put {n} job(s) held by {wid} back at the head of {keys.JOBS}")
+                for wid in self.ids:
+                    for raw in queue.give_back(wid):
+                        _say("MAIN", f"Put job {_job_id(raw)} held by {wid} back at the head of {keys.JOBS}")
+                # A slot still in its blocking read can receive a job until the read times out.
+                if any(self._taking) and time.monotonic() < settle:
+                    time.sleep(0.05)
+                    continue
                 queue.unregister(self.ids)
+                left = any(queue.held(wid) for wid in self.ids)
                 break
             except redis.RedisError as e:
                 # The leases expire on their own; any live worker then recovers the jobs.
                 _say("MAIN", f"Redis error while stopping ({e})")
+                left = True
                 time.sleep(backoff.next())
         if self.health:
             self.health.close()
-        _say("MAIN", "Worker stopped")
-        return 0
+        if not self.hard_stop.is_set():
+            self.encoders.shutdown(wait=True)
+        _say("MAIN", "Worker stopped" + (" (jobs left in flight: other workers recover them)" if left else ""))
+        return 1 if left else 0
