@@ -21,8 +21,9 @@ from .render import fit_inside
 # RGB as 4 bytes a pixel; its image, the array the kernels read and one more
 # copy (orientation, colour conversion or 16-bit rounding) can be alive at once.
 _DECODE_COPIES = 3
-# The interpreter, the libraries and the encoder pool's threads, per job slot.
-_BASE = 48 << 20
+# Allocator and decoder overhead a job adds whatever its size (libjpeg's and
+# libwebp's buffers, a thread arena touched for the first time).
+_BASE = 80 << 20
 _WAIT_BEFORE_PRIORITY = 5.0  # seconds a job waits before smaller ones stop overtaking it
 
 
@@ -44,11 +45,11 @@ def estimate(h: Header, specs: Sequence[OutputSpec], input_bytes: int) -> int:
     pixels = math.ceil(h.width / scale) * math.ceil(h.height / scale)
     per_pixel = (4 if h.bands >= 3 else 1) * h.bytes_per_sample * _DECODE_COPIES
     if h.bytes_per_sample > 1:
-        per_pixel += 8 * h.bands  # 16-bit rounding works on 32-bit integers, twice
+        per_pixel += 32 * h.bands  # 16-bit rounding works on wide integers or floats, with temporaries
     outputs = 0
     for s in specs:
         w, hh = fit_inside(h.width, h.height, s.width, s.height)
-        outputs += w * hh * 4 * 6  # the output, float rows between passes, the encoder's planes
+        outputs += w * hh * 40  # the output, its resized source, float rows, the encoder's planes
     return _BASE + input_bytes + pixels * per_pixel + outputs
 
 

@@ -15,6 +15,8 @@ from typing import Callable, List, Optional, Sequence
 from urllib.parse import quote, urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .admission import parse_size
 from .allocator import tune_malloc
@@ -184,12 +186,16 @@ def connector(url: str, block_timeout: float) -> Callable[[], redis.Redis]:
     def connect() -> redis.Redis:
         # The socket timeout outlasts the blocking read, so a BLMOVE returns
         # before the socket gives up; a dropped connection still ends in time.
+        # No retries inside redis-py: a BLMOVE it re-sent after a lost reply
+        # would take a second job while the first sat unnoticed in the
+        # slot's list. The worker sees every error and knows what to re-read.
         return redis.Redis.from_url(
             url,
             socket_timeout=block_timeout + 10,
             socket_connect_timeout=5,
             health_check_interval=30,
             retry_on_timeout=False,
+            retry=Retry(NoBackoff(), 0),
         )
 
     return connect

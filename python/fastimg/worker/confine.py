@@ -15,6 +15,7 @@ import ctypes
 import errno
 import os
 import platform
+import stat
 from typing import List, Optional
 
 from .errors import PermanentError
@@ -64,19 +65,32 @@ def _openat2(dir_fd: int, rel: str, flags: int, mode: int) -> Optional[int]:
 def _open_nofollow(dir_fd: int, parts: List[str], flags: int, mode: int) -> int:
     fd = os.dup(dir_fd)
     try:
-        for name in parts[:-1]:
-            nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        for i, name in enumerate(parts):
+            last = i == len(parts) - 1
+            try:
+                nxt = os.open(name, (flags if last else os.O_RDONLY | os.O_DIRECTORY) | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              mode, dir_fd=fd)
+            except OSError as e:
+                # O_NOFOLLOW refuses a symlink with ELOOP, or ENOTDIR where a directory was asked for.
+                if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(name, fd):
+                    raise PermanentError("path-not-allowed",
+                                         f"{'/'.join(parts)!r} goes through a symlink (not followed below an "
+                                         "allowed root on this kernel, which lacks openat2)") from None
+                raise
+            if last:
+                return nxt
             os.close(fd)
             fd = nxt
-        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
-    except OSError as e:
-        if e.errno == errno.ELOOP or (e.errno == errno.ENOTDIR and flags & os.O_DIRECTORY):
-            raise PermanentError("path-not-allowed",
-                                 f"{'/'.join(parts)!r} goes through a symlink (not followed below an "
-                                 "allowed root on this kernel, which lacks openat2)") from None
-        raise
+        raise AssertionError("unreachable: parts is never empty")
     finally:
         os.close(fd)
+
+
+def _is_symlink(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def _parts(rel: str) -> List[str]:

@@ -89,6 +89,16 @@ def _job_id(raw: bytes) -> str:
     return value[1].decode("utf-8", "backslashreplace") if len(value) > 2 else "(no jobId)"
 
 
+def _answers_plain_text(host: str, port: int) -> bool:
+    """The server at host:port answers a plain-text PING (it does not speak TLS)."""
+    try:
+        with socket.create_connection((host, port), timeout=2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-ERR"))
+    except OSError:
+        return False
+
+
 class Worker:
     def __init__(self, connect: Callable[[], redis.Redis], config: Config) -> None:
         self.connect = connect
@@ -150,6 +160,7 @@ class Worker:
                     self._attempt(name, wid, queue, raw)
             finally:
                 self.metrics.busy.dec()
+            check_held = True  # one read per job proves nothing was left behind
         _say(name, "Stopped")
 
     def _attempt(self, name: str, wid: str, queue: Queue, raw: bytes) -> None:
@@ -163,14 +174,14 @@ class Worker:
         except Exception as e:  # noqa: BLE001 - the wall: one job must never take its slot down
             log.exception("[%s] Unexpected error while handling job %s", name, _job_id(raw))
             error = JobError("internal-error", f"{type(e).__name__}: {e}"[:2000])
-            self._record(name, wid, queue, raw, outcomes.unhandled(raw, error, wid), token)
+            self._record(name, wid, queue, raw, outcomes.unhandled(raw, error, wid), token, publish=False)
 
     def _handle(self, name: str, wid: str, queue: Queue, raw: bytes, token: str) -> None:
         started = time.perf_counter()
         try:
             job = parse_job(raw, self.config.allowed_roots, self.config.spec)
         except InvalidJob as e:
-            self._record(name, wid, queue, raw, outcomes.invalid(raw, e, wid), token)
+            self._record(name, wid, queue, raw, outcomes.invalid(raw, e, wid), token, publish=False)
             return
         _say(name, f"Processing job {job.job_id} with operations: [{' '.join(job.operations)}]")
         state = {"operations": list(job.operations), "attempt": job.retry_count + 1, "worker": wid}
@@ -219,9 +230,11 @@ class Worker:
                 self.hard_stop.wait(backoff.next())
         raise Stopped()
 
-    def _record(self, name: str, wid: str, queue: Queue, raw: bytes, outcome: outcomes.Outcome, token: str) -> bool:
+    def _record(self, name: str, wid: str, queue: Queue, raw: bytes, outcome: outcomes.Outcome, token: str,
+                publish: bool = True) -> bool:
         """Record an outcome, waiting out Redis outages: the job stays in flight
-        meanwhile, so giving up would only delay it, never lose it."""
+        meanwhile, so giving up would only delay it, never lose it. ``publish``
+        updates the job's status (not for payloads that were not jobs)."""
         job_id = outcome.record.get("jobId")
         write = {
             "done": lambda: queue.done(wid, raw, outcome.record, token),
@@ -247,7 +260,7 @@ class Worker:
         _say(name, outcome.message)
         reason = str(outcome.record.get("reason", outcome.record.get("lastReason", "")))
         self.metrics.jobs.labels(outcome.list, "" if outcome.list == "done" else reason).inc()
-        if job_id is not None and isinstance(job_id, str):
+        if publish and isinstance(job_id, str):
             extra: Dict[str, Any] = {}
             if outcome.list == "done":
                 extra = {"outputs": outcome.record["outputs"], "attempts": outcome.record["attempts"]}
@@ -295,17 +308,16 @@ class Worker:
             return f"Redis refused the credentials: {e}"
         except redis.ResponseError as e:
             return f"Redis refused the connection settings: {e}"
-        except redis.ConnectionError as e:
-            text = str(e)
-            if any(w in text for w in ("SSL", "TLS", "ssl", "certificate")):
-                return f"TLS connection failed ({text}): is the server speaking TLS? (rediss:// URL)"
-            if "max number of clients" in text:
-                return None
-            cause = e.__cause__ or e.__context__
-            if cause is not None and type(cause).__module__ == "ssl":
-                return f"TLS connection failed ({text}): is the server speaking TLS? (rediss:// URL)"
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            # A TLS handshake with a server that does not speak TLS fails or
+            # times out, as it would with a server that is down: ask in plain text.
+            pool = queue.conn.connection_pool
+            if issubclass(pool.connection_class, redis.SSLConnection) and _answers_plain_text(
+                    pool.connection_kwargs.get("host", "localhost"), pool.connection_kwargs.get("port", 6379)):
+                return (f"TLS connection failed ({e}), and the server answers in plain text: "
+                        "use a redis:// URL, or enable TLS on the server")
         except redis.RedisError:
-            return None
+            pass
         return None
 
     def run(self, install_signals: bool = True) -> int:
