@@ -38,7 +38,9 @@ pool = encoder_pool()
 process(job(warm, "warm"), encoders=pool, writer=Writer(durable=False))
 before = rss()
 process(job(sys.argv[1], "big"), encoders=pool, writer=Writer(durable=False))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, not ru_maxrss: the latter keeps the parent's peak across exec.
+with open("/proc/self/status") as f:
+    peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 print(json.dumps({"before": before, "peak": peak}))
 """
 

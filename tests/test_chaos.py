@@ -435,3 +435,24 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_is_refused_at_open(tm
         Writer().open(job)
     assert e.value.reason == "path-not-allowed"
     assert sorted(os.listdir(outside / "d")) == ["in.jpg"]
+
+
+def test_a_slot_that_dies_anyway_is_restarted_and_counted(r, redis_server, uploads, monkeypatch):
+    from fastimg.worker.queue import Queue
+
+    real_take = Queue.take
+    calls = []
+
+    def take_with_a_bug(self, worker_id, timeout):
+        calls.append(worker_id)
+        if len(calls) == 1:
+            raise RuntimeError("a bug outside the wall around jobs")
+        return real_take(self, worker_id, timeout)
+
+    monkeypatch.setattr(Queue, "take", take_with_a_bug)
+    with running_worker(redis_server.url, workers=1) as w:
+        wait_for(lambda: w.metrics.slot_restarts._value.get() == 1, what="the slot restarted")
+        push(r, job_for(uploads, "after-restart", tiny_photo(uploads / "user1" / "a.jpg")))
+        wait_for(lambda: r.llen("image:done") == 1, what="a job on the restarted slot")
+        assert w.ready() and w.live_slots() == 1
+    assert_invariant(r, ["after-restart"], [uploads])

@@ -158,6 +158,7 @@ def test_killed_workers_lose_no_job(redis_server, r, uploads):
     assert sorted(ids) == sorted(j["jobId"] for j in jobs), "every job exactly once"
     assert not failed, failed
     assert r.llen("image:jobs") == 0 and r.llen("image:retry") == 0 and not r.keys("image:processing:*")
+    assert not list(uploads.rglob("*.tmp")), "temporary files of killed attempts were left"
     for d in done:
         for o in d["outputs"]:
             with Image.open(o["path"]) as im:

@@ -73,7 +73,7 @@ def process(
     writer: Optional[Writer] = None,
     budget: Optional[Budget] = None,
     still_ours: Optional[Callable[[], bool]] = None,
-    stale_after: float = 0.0,
+    remove_stale: bool = False,
 ) -> Result:
     """Make the outputs of ``job`` and put them in place together.
 
@@ -82,7 +82,7 @@ def process(
     :func:`encoder_pool`), or in this thread. ``writer`` puts them in place
     (a durable one of its own by default); ``budget`` admits the job's
     estimated memory before decoding; ``still_ours`` is asked just before the
-    outputs land (see :meth:`OutputDir.commit`); ``stale_after`` removes this
+    outputs land (see :meth:`OutputDir.commit`); ``remove_stale`` removes this
     job's temporary files left by a killed attempt."""
     say = log or (lambda _msg: None)
     clock = _Clock()
@@ -101,7 +101,7 @@ def process(
         with admitted:
             clock.lap("admit")
             _make(job, data, limits, specs, say, on_output, encoders or _INLINE, writer or Writer(), still_ours,
-                  stale_after, clock, result)
+                  remove_stale, clock, result)
     except MemoryError:
         raise ResourceExhausted("out-of-memory", "out of memory while making the outputs") from None
     result.timings_ms = clock.timings
@@ -110,11 +110,11 @@ def process(
 
 def _make(job: Job, data: bytes, limits: Limits, specs: List[OutputSpec], say: Callable[[str], None],
           on_output: Optional[Callable[[str], None]], encoders: Executor, writer: Writer,
-          still_ours: Optional[Callable[[], bool]], stale_after: float, clock: _Clock, result: Result) -> None:
+          still_ours: Optional[Callable[[], bool]], remove_stale: bool, clock: _Clock, result: Result) -> None:
     pixels = decode(data, specs, limits)
     del data
     clock.lap("decode")
-    with writer.open(job, stale_after) as out:
+    with writer.open(job, remove_stale) as out:
         # Each output is encoded as soon as it is made, on the encoder threads
         # (libwebp runs without the GIL), the largest first: with a second core
         # a job takes about as long as its largest encode plus what comes

@@ -13,7 +13,7 @@ from .write import remove_stale_temps
 
 
 def recover(queue: Queue, own: Collection[str], max_retries: int, say: Callable[[str], None],
-            scan_all: bool, allowed_roots: Sequence[str] = (), stale_after: float = 0.0) -> int:
+            scan_all: bool, allowed_roots: Sequence[str] = ()) -> int:
     """Recover every job held by a slot without a lease: registered slots
     always, and with ``scan_all`` every in-flight list in Redis. Each job's
     attempt counts; past ``max_retries`` it fails as ``worker-died``, and the
@@ -32,14 +32,14 @@ def recover(queue: Queue, own: Collection[str], max_retries: int, say: Callable[
                 moved += 1
                 say(outcome.message)
                 if failed:
-                    _remove_temps(raw, allowed_roots, stale_after)
+                    _remove_temps(raw, allowed_roots)
         queue.retire(dead)
     return moved
 
 
-def _remove_temps(raw: bytes, allowed_roots: Sequence[str], stale_after: float) -> None:
+def _remove_temps(raw: bytes, allowed_roots: Sequence[str]) -> None:
     try:
         job = parse_job(raw, allowed_roots)
     except Exception:  # noqa: BLE001 - a payload that is not a job wrote no files
         return
-    remove_stale_temps(job, stale_after)
+    remove_stale_temps(job)

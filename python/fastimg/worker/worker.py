@@ -34,7 +34,7 @@ from .metrics import HealthServer, Metrics, fresh
 from .outputs import SPEC_V1, OutputSpec
 from .pipeline import encoder_pool, process
 from .queue import GONE, Queue
-from .write import Stopped, Superseded, Writer
+from .write import Stopped, Superseded, Writer, remove_stale_temps
 
 log = logging.getLogger("fastimg.worker")
 
@@ -196,8 +196,7 @@ class Worker:
         try:
             result = process(job, self.config.limits, log=lambda m: _say(name, m), on_output=progress,
                              encoders=self.encoders, writer=self.writer, budget=self.budget,
-                             still_ours=lambda: self._still_ours(queue, wid, raw),
-                             stale_after=self.config.heartbeat_ttl if retried else 0.0)
+                             still_ours=lambda: self._still_ours(queue, wid, raw), remove_stale=retried)
         except Superseded:
             _say(name, f"Job {job.job_id} was taken over by another worker while this slot's lease had "
                        "lapsed; its outputs were discarded")
@@ -205,7 +204,10 @@ class Worker:
         except (Stopped, InterruptedError):
             raise
         except JobError as e:
-            self._record(name, wid, queue, raw, outcomes.after_error(job, e, wid, self.policy), token)
+            outcome = outcomes.after_error(job, e, wid, self.policy)
+            if outcome.list == "failed" and retried:
+                remove_stale_temps(job)  # a killed attempt's, which this one never reached
+            self._record(name, wid, queue, raw, outcome, token)
             return
         except Exception as e:  # noqa: BLE001 - a bug in processing: the job is retried, the slot goes on
             log.exception("[%s] Unexpected error in job %s", name, job.job_id)
@@ -380,8 +382,7 @@ class Worker:
                     queue.promote_due()
                     scan = now >= next_scan
                     self.metrics.recovered.inc(recovery.recover(
-                        queue, self.ids, cfg.max_retries, lambda m: _say("MAIN", m), scan,
-                        cfg.allowed_roots, cfg.heartbeat_ttl))
+                        queue, self.ids, cfg.max_retries, lambda m: _say("MAIN", m), scan, cfg.allowed_roots))
                     if scan:
                         next_scan = now + cfg.orphan_scan_interval
                     self._update_gauges(queue)

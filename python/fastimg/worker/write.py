@@ -74,10 +74,10 @@ class Writer:
                 _unlink(name, dir_fd)
             self._temps.clear()
 
-    def open(self, job: Job, stale_after: float = 0.0) -> "OutputDir":
-        """The job's output directory, created when missing. With ``stale_after``
-        (seconds), temporary files of this job older than that, left by an
-        attempt that was killed, are removed first."""
+    def open(self, job: Job, remove_stale: bool = False) -> "OutputDir":
+        """The job's output directory, created when missing. With
+        ``remove_stale``, the temporary files of this job that exist already
+        (left by an attempt that was killed) are removed first."""
         root, rel = job.output_at if job.output_at else (None, "")
         try:
             fd = open_dir(job.output_dir, root, rel, create=True)
@@ -85,33 +85,32 @@ class Writer:
             raise PermanentError("not-a-directory", f"outputDir is not a directory: {job.output_dir}") from None
         except OSError as e:
             raise io_error("cannot create outputDir", e) from None
-        if stale_after > 0:
-            _remove_stale(fd, job.job_id, stale_after)
+        if remove_stale:
+            _remove_stale(fd, job.job_id)
         return OutputDir(self, job, fd)
 
 
-def remove_stale_temps(job: Job, older_than: float) -> None:
-    """Remove this job's temporary files older than ``older_than`` seconds, if
-    its output directory exists: what an attempt killed mid-write left."""
+def remove_stale_temps(job: Job) -> None:
+    """Remove this job's temporary files, if its output directory exists: what
+    an attempt killed mid-write left. (A second job with the same jobId in
+    flight at that moment loses its own, and is retried as an io-error.)"""
     root, rel = job.output_at if job.output_at else (None, "")
     try:
         fd = open_dir(job.output_dir, root, rel, create=False)
     except (OSError, PermanentError):
         return
     try:
-        _remove_stale(fd, job.job_id, older_than)
+        _remove_stale(fd, job.job_id)
     finally:
         os.close(fd)
 
 
-def _remove_stale(dir_fd: int, job_id: str, older_than: float) -> None:
+def _remove_stale(dir_fd: int, job_id: str) -> None:
     prefix = f".{job_id}_"
-    cutoff = time.time() - older_than
     try:
         with os.scandir(dir_fd) as entries:
             for e in entries:
-                if (e.name.startswith(prefix) and e.name.endswith(".tmp")
-                        and e.stat(follow_symlinks=False).st_mtime < cutoff):
+                if e.name.startswith(prefix) and e.name.endswith(".tmp"):
                     _unlink(e.name, dir_fd)
     except OSError:
         pass  # a stale file left is untidy, not wrong
