@@ -122,6 +122,12 @@ class Worker:
 
     # -- one slot ----------------------------------------------------------
     def _slot(self, index: int) -> None:
+        try:
+            self._slot_loop(index)
+        except Exception:  # noqa: BLE001 - logged here; the main thread restarts the slot
+            log.exception("[WORKER-%d] Slot stopped by an unexpected error", index)
+
+    def _slot_loop(self, index: int) -> None:
         name, wid = f"WORKER-{index}", self.ids[index]
         queue = Queue(self.connect(), self.config.done_cap, self.config.failed_cap)
         backoff = _Backoff()
