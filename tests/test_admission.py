@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastimg.worker.admission import Budget, estimate, parse_size
+from fastimg.worker.admission import Budget, estimate
+from fastimg.worker.options import parse_size
 from fastimg.worker.decode import header
 from fastimg.worker.errors import PermanentError
 from fastimg.worker.outputs import SPEC_V1

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import DATA, PHOTOS, WORKER_CMD, make_photo
-from fastimg.worker.cli import build_parser, output_spec
+from fastimg.worker.cli import build_parser
+from fastimg.worker.options import output_spec
 from fastimg.worker.outputs import SPEC_V1, SpecError
 
 

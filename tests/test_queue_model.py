@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from fastimg.worker import keys
-from fastimg.worker.cli import connector
+from fastimg.worker.options import connector
 from fastimg.worker.errors import PermanentError, TransientError
 from fastimg.worker.jobs import parse_job
 from fastimg.worker import outcomes, recovery

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from conftest import WORKER_CMD, push, records, seed_job
-from fastimg.worker.cli import build_parser, redis_url
+from fastimg.worker.cli import build_parser
+from fastimg.worker.options import redis_url
 from redis_server import RedisServer, env_without_redis, wait_for
 
 

@@ -13,19 +13,17 @@ from typing import List, Sequence
 import redis
 
 from . import keys
-from .cli import _non_negative_int, _positive_float, _positive_int, connector, redis_url
+from .options import connector, non_negative_int, positive_float, positive_int, redis_url
+from .outcomes import RECORD_FIELDS
 from .outputs import OPERATIONS
 from .queue import Queue
 
-# Fields the worker adds to records; removed when a dead letter is requeued.
-RECORD_FIELDS = ("status", "error", "reason", "attempts", "worker", "failedAt", "lastError", "lastReason",
-                 "nextAttemptAt", "outputs", "timings", "completedAt", "inputBytes")
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"gpu-image-worker {prog}", description=description)
     p.add_argument("-redis", "--redis", metavar="ADDR", help="Redis address or URL (as for the worker; env too)")
-    p.add_argument("-db", "--db", type=_non_negative_int, help="Redis database number")
+    p.add_argument("-db", "--db", type=non_negative_int, help="Redis database number")
     return p
 
 
@@ -36,7 +34,7 @@ def _connect(args: argparse.Namespace) -> redis.Redis:
 def stats_main(argv: Sequence[str]) -> int:
     p = _parser("stats", "Queue lengths, jobs in flight, live workers and the oldest pending job's age.")
     p.add_argument("--json", action="store_true", help="one JSON object per report")
-    p.add_argument("--watch", type=_positive_float, metavar="SECONDS", help="report again every SECONDS")
+    p.add_argument("--watch", type=positive_float, metavar="SECONDS", help="report again every SECONDS")
     args = p.parse_args(argv)
     conn = _connect(args)
     while True:
@@ -67,7 +65,7 @@ def requeue_main(argv: Sequence[str]) -> int:
     p = _parser("requeue-failed", "Move dead letters from image:failed back to image:jobs, oldest first, "
                 "with retryCount reset to 0. Records of payloads that were not jobs are left alone.")
     p.add_argument("--reason", help="only records with this reason (e.g. input-missing)")
-    p.add_argument("--limit", type=_positive_int, help="move at most this many")
+    p.add_argument("--limit", type=positive_int, help="move at most this many")
     args = p.parse_args(argv)
     conn = _connect(args)
     queue = Queue(conn)
@@ -94,7 +92,7 @@ def requeue_main(argv: Sequence[str]) -> int:
 
 def _purge(argv: Sequence[str], key: str, name: str) -> int:
     p = _parser(name, f"Delete records from {key}.")
-    p.add_argument("--keep", type=_non_negative_int, default=0, metavar="N", help="keep the newest N (default 0)")
+    p.add_argument("--keep", type=non_negative_int, default=0, metavar="N", help="keep the newest N (default 0)")
     args = p.parse_args(argv)
     conn = _connect(args)
     before = conn.llen(key)

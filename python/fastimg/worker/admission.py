@@ -78,18 +78,6 @@ def default_budget() -> int:
     return int(limit * 3 // 4)
 
 
-def parse_size(text: str) -> int:
-    """``4G``, ``512M``, ``800000k`` or plain bytes."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = text.strip().lower().removesuffix("b").removesuffix("i")
-    mult = units.get(t[-1:], 1)
-    number = t[:-1] if t[-1:] in units else t
-    value = float(number) * mult
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"not a size: {text!r}")
-    return int(value)
-
-
 def _mb(n: int) -> str:
     return f"{n / (1 << 20):.0f} MB"
 

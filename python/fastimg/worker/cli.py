@@ -7,22 +7,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import sys
-from typing import Callable, List, Optional, Sequence
-from urllib.parse import quote, urlsplit
+from typing import List, Optional, Sequence
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
-from .admission import parse_size
 from .allocator import tune_malloc
 from .jobs import normalise_roots
-from .outputs import SPEC_V1, SpecError, apply_overrides, parse_assignment
 from .limits import Limits
+from .options import (
+    add_output_options,
+    connector,
+    describe,
+    non_negative_int,
+    output_spec,
+    positive_float,
+    positive_int,
+    redis_url,
+    size,
+)
+from .outputs import SpecError
 from .worker import Config, Worker
 
 ENV_HELP = """environment:
@@ -42,34 +46,6 @@ so they never show in the process list.
 """
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4G, 512M)") from None
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gpu-image-worker",
@@ -82,34 +58,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-redis", "--redis", metavar="ADDR",
                    help="Redis address host:port, or a redis:// or rediss:// URL (default localhost:6379)")
-    p.add_argument("-db", "--db", type=_non_negative_int, help="Redis database number (default 0)")
-    p.add_argument("-workers", "--workers", type=_positive_int, default=4,
-                   help="jobs processed concurrently (default 4)")
-    p.add_argument("-max-retries", "--max-retries", type=_non_negative_int, default=3,
-                   help="retries of a failing job before it goes to image:failed (default 3)")
+    p.add_argument("-db", "--db", type=non_negative_int, help="Redis database number (default 0)")
+    p.add_argument("-workers", "--workers", type=positive_int, default=Config.workers,
+                   help=f"jobs processed concurrently (default {Config.workers})")
+    p.add_argument("-max-retries", "--max-retries", type=non_negative_int, default=Config.max_retries,
+                   help=f"retries of a failing job before it goes to image:failed (default {Config.max_retries})")
     p.add_argument("--allowed-root", action="append", default=None, metavar="DIR",
                    help="only read and write below DIR (repeatable); without it any absolute path is accepted")
-    p.add_argument("--retry-base", type=_positive_float, default=1.0, metavar="SECONDS",
-                   help="backoff before the first retry, doubling each time, with jitter (default 1)")
-    p.add_argument("--retry-cap", type=_positive_float, default=300.0, metavar="SECONDS",
-                   help="longest backoff between retries (default 300)")
-    p.add_argument("--heartbeat-ttl", type=_positive_float, default=30.0, metavar="SECONDS",
-                   help="lease of a worker; its jobs are recovered this long after it dies (default 30)")
-    p.add_argument("--shutdown-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
-                   help="after SIGTERM/SIGINT, how long to finish jobs in hand before putting them back (default 60)")
-    p.add_argument("--done-cap", type=_non_negative_int, default=10_000, metavar="N",
-                   help="keep the newest N records on image:done (0: unlimited; default 10000)")
-    p.add_argument("--failed-cap", type=_non_negative_int, default=10_000, metavar="N",
-                   help="keep the newest N records on image:failed (0: unlimited; default 10000)")
-    p.add_argument("--max-input-bytes", type=_positive_int, default=Limits.max_input_bytes, metavar="N",
+    p.add_argument("--retry-base", type=positive_float, default=Config.backoff_base, metavar="SECONDS",
+                   help=f"backoff before the first retry, doubling each time, with jitter (default {Config.backoff_base:g})")
+    p.add_argument("--retry-cap", type=positive_float, default=Config.backoff_cap, metavar="SECONDS",
+                   help=f"longest backoff between retries (default {Config.backoff_cap:g})")
+    p.add_argument("--heartbeat-ttl", type=positive_float, default=Config.heartbeat_ttl, metavar="SECONDS",
+                   help=f"lease of a worker; its jobs are recovered this long after it dies (default {Config.heartbeat_ttl:g})")
+    p.add_argument("--shutdown-timeout", type=positive_float, default=Config.shutdown_timeout, metavar="SECONDS",
+                   help="after SIGTERM/SIGINT, how long to finish jobs in hand before putting them back "
+                        f"(default {Config.shutdown_timeout:g})")
+    p.add_argument("--done-cap", type=non_negative_int, default=Config.done_cap, metavar="N",
+                   help=f"keep the newest N records on image:done (0: unlimited; default {Config.done_cap})")
+    p.add_argument("--failed-cap", type=non_negative_int, default=Config.failed_cap, metavar="N",
+                   help=f"keep the newest N records on image:failed (0: unlimited; default {Config.failed_cap})")
+    p.add_argument("--max-input-bytes", type=positive_int, default=Limits.max_input_bytes, metavar="N",
                    help=f"refuse larger input files as too-large (default {Limits.max_input_bytes})")
-    p.add_argument("--max-pixels", type=_positive_int, default=Limits.max_pixels, metavar="N",
+    p.add_argument("--max-pixels", type=positive_int, default=Limits.max_pixels, metavar="N",
                    help=f"refuse images with more pixels as too-large (default {Limits.max_pixels})")
-    p.add_argument("--metrics-port", type=_non_negative_int, metavar="PORT",
+    p.add_argument("--metrics-port", type=non_negative_int, metavar="PORT",
                    help="serve Prometheus /metrics, /healthz and /readyz on this port (default: off)")
     p.add_argument("--metrics-host", default=Config.metrics_host, metavar="ADDR",
                    help=f"address the metrics port binds to (default {Config.metrics_host}; 0.0.0.0 for all)")
-    p.add_argument("--memory-budget", type=_size, metavar="SIZE",
+    p.add_argument("--memory-budget", type=size, metavar="SIZE",
                    help="memory all jobs of this process may use at once, e.g. 4G; jobs wait for room and "
                         "a job that could never fit fails as too-large (default: 3/4 of the cgroup limit, "
                         "else of the memory available at start)")
@@ -118,87 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "can then lose outputs of done jobs)")
     add_output_options(p)
     return p
-
-
-def add_output_options(p: argparse.ArgumentParser) -> None:
-    """Options that change what is made, shared by the worker and `process`."""
-    p.add_argument("--max-frames", type=_positive_int, default=Limits.max_frames, metavar="N",
-                   help=f"refuse animations with more frames as too-large (default {Limits.max_frames})")
-    p.add_argument("--config", metavar="FILE",
-                   help='JSON file: {"outputs": {OPERATION: {FIELD: VALUE}}}, the same fields as a '
-                        "job's params; changes the defaults of output spec v1")
-    p.add_argument("--output", action="append", default=[], metavar="OP.FIELD=VALUE",
-                   help="change one default, e.g. thumbnail.quality=75 or blur.sigma=8 (repeatable; "
-                        "applied after --config)")
-
-
-def output_spec(args: argparse.Namespace) -> dict:
-    """Output spec v1 with the --config file and --output flags applied."""
-    spec = dict(SPEC_V1)
-    if args.config:
-        try:
-            with open(args.config, encoding="utf-8") as f:
-                doc = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"--config {args.config}: {e}") from None
-        if not isinstance(doc, dict) or set(doc) - {"outputs"}:
-            raise ValueError(f'--config {args.config}: expected {{"outputs": {{...}}}}')
-        spec = apply_overrides(spec, doc.get("outputs", {}), where="outputs")
-    for text in args.output:
-        spec = apply_overrides(spec, parse_assignment(text), where="--output")
-    return spec
-
-
-def redis_url(addr: Optional[str], db: Optional[int], env: "os._Environ[str] | dict") -> str:
-    """The connection URL from flags and environment (flags first)."""
-    if addr and "://" in addr:
-        url = addr
-    elif addr:
-        url = f"redis://{addr}"
-    elif env.get("REDIS_URL"):
-        url = env["REDIS_URL"]
-    else:
-        url = f"redis://{env.get('REDIS_HOST', 'localhost')}:{env.get('REDIS_PORT', '6379')}"
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
-    if parts.password is None and (env.get("REDIS_PASSWORD") or env.get("REDIS_USERNAME")):
-        user = quote(env.get("REDIS_USERNAME", ""), safe="")
-        secret = quote(env.get("REDIS_PASSWORD", ""), safe="")
-        netloc = f"{user}:{secret}@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-        url = parts._replace(netloc=netloc).geturl()
-    if db is None and env.get("REDIS_DB") and not urlsplit(url).path.strip("/"):
-        db = int(env["REDIS_DB"])
-    if db is not None:
-        url = urlsplit(url)._replace(path=f"/{db}").geturl()
-    return url
-
-
-def describe(url: str) -> str:
-    """host:port, DB: n, without credentials, for the start-up line."""
-    parts = urlsplit(url)
-    db = parts.path.strip("/") or "0"
-    tls = " (TLS)" if parts.scheme == "rediss" else ""
-    return f"{parts.hostname}:{parts.port or 6379}{tls}, DB: {db}"
-
-
-def connector(url: str, block_timeout: float) -> Callable[[], redis.Redis]:
-    def connect() -> redis.Redis:
-        # The socket timeout outlasts the blocking read, so a BLMOVE returns
-        # before the socket gives up; a dropped connection still ends in time.
-        # No retries inside redis-py: a BLMOVE it re-sent after a lost reply
-        # would take a second job while the first sat unnoticed in the
-        # slot's list. The worker sees every error and knows what to re-read.
-        return redis.Redis.from_url(
-            url,
-            socket_timeout=block_timeout + 10,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            retry_on_timeout=False,
-            retry=Retry(NoBackoff(), 0),
-        )
-
-    return connect
 
 
 COMMANDS = {

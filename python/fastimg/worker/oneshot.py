@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import List, Optional, Sequence, Tuple
 
-from .cli import _positive_int, add_output_options, output_spec
+from .options import add_output_options, output_spec, positive_int
 from .errors import JobError
 from .jobs import parse_job
 from .outputs import OPERATIONS, SpecError
@@ -31,10 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where outputs go (created if missing; default ./processed)")
     p.add_argument("--ops", default=",".join(OPERATIONS),
                    help=f"comma-separated operations (default {','.join(OPERATIONS)})")
-    p.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1,
+    p.add_argument("-j", "--jobs", type=positive_int, default=os.cpu_count() or 1,
                    help="files processed at once (default: the number of CPUs)")
-    p.add_argument("--max-input-bytes", type=_positive_int, default=Limits.max_input_bytes, metavar="N")
-    p.add_argument("--max-pixels", type=_positive_int, default=Limits.max_pixels, metavar="N")
+    p.add_argument("--max-input-bytes", type=positive_int, default=Limits.max_input_bytes, metavar="N")
+    p.add_argument("--max-pixels", type=positive_int, default=Limits.max_pixels, metavar="N")
     add_output_options(p)
     return p
 
