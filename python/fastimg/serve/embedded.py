@@ -66,7 +66,7 @@ class EmbeddedRedis:
     """A private server on loopback with its AOF in ``data_dir``.
 
     ``port`` None: 6379 when free (so the seed's default REDIS_PORT finds it),
-    else any free port. One server per data directory: a second start on the
+    else any free port; 0: any free port. One server per data directory: a second start on the
     same directory fails instead of corrupting the AOF."""
 
     def __init__(self, data_dir: os.PathLike | str, port: Optional[int] = None, host: str = "127.0.0.1",
@@ -100,8 +100,10 @@ class EmbeddedRedis:
             self._lock.close()
             self._lock = None
             raise EmbeddedRedisError(f"{self.data_dir} is in use by another embedded server") from None
-        if self.requested_port is not None:
+        if self.requested_port:
             self.port = self.requested_port
+        elif self.requested_port == 0:
+            self.port = _free_port(self.host)
         else:
             self.port = 6379 if port_is_free(self.host, 6379) else _free_port(self.host)
         args: List[str] = [

@@ -68,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uploads", metavar="DIR",
                    help="uploads root: files are stored as DIR/<userId>/<uuid>-<name>, outputs in "
                         "DIR/<userId>/processed/ (default DATA_DIR/uploads); the worker may only touch this tree")
+    p.add_argument("--embedded", action="store_true",
+                   help="start the embedded Redis even when one answers on localhost:6379")
     p.add_argument("--redis-port", type=_count(0), metavar="PORT",
-                   help="port of the embedded Redis (default 6379 when free, else any free port)")
+                   help="port of the embedded Redis (default 6379 when free, else any free port; 0: any free port)")
     p.add_argument("--token", default=None,
                    help=f"require this bearer token for uploads, status, events and files (or set {TOKEN_ENV}, "
                         "which keeps it out of the process list)")
@@ -116,7 +118,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     uploads = Path(args.uploads).resolve() if args.uploads else data_dir / "uploads"
     token = args.token or env.get(TOKEN_ENV) or None
 
-    # The HTTP port first: a port in use fails before anything is started.
+    configured = args.redis or any(env.get(k) for k in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT"))
+    try:
+        url = redis_url(args.redis, args.db, env)
+    except ValueError as e:
+        print(f"gpu-image-worker serve: error: {e}", file=sys.stderr)
+        return 2
+    if configured and args.embedded:
+        print("gpu-image-worker serve: error: --embedded and -redis/REDIS_URL/REDIS_HOST/REDIS_PORT exclude "
+              "each other", file=sys.stderr)
+        return 2
+    # The HTTP port before Redis: a port in use fails before anything is started.
     try:
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
         listener = socket.create_server((args.host, args.port), family=family)
@@ -125,15 +137,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
 
     embedded: Optional[EmbeddedRedis] = None
-    configured = args.redis or any(env.get(k) for k in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT"))
-    try:
-        url = redis_url(args.redis, args.db, env)
-    except ValueError as e:
-        print(f"gpu-image-worker serve: error: {e}", file=sys.stderr)
-        return 2
     if configured:
         say(f"[REDIS] Using the configured Redis at {describe(url)}")
-    elif _answers(url):
+    elif not args.embedded and _answers(url):
         say(f"[REDIS] Using the Redis answering at {describe(url)} (give -redis to choose another)")
     else:
         try:
@@ -141,6 +147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except EmbeddedRedisError as e:
             print(f"gpu-image-worker serve: error: no Redis on {describe(url)} and the embedded one did not "
                   f"start: {e}", file=sys.stderr)
+            listener.close()
             return 2
         url = embedded.url(args.db or 0)
         say(f"[REDIS] Embedded {embedded.name} {embedded.version} on {embedded.address} "
