@@ -73,6 +73,9 @@ function setState(card, state, detail) {
 function apply(card, ev) {
   // Events and /jobs answers can cross: never go back to an older state.
   if (eventTime(ev) < card.at) return;
+  // The producer announces "queued" after its RPUSH, so a quick worker's
+  // "processing" can come first; a job in hand is not queued.
+  if (ev.state === "queued" && card.el.dataset.state === "processing") return;
   card.at = eventTime(ev);
   const ops = ev.operations || [];
   switch (ev.state) {
