@@ -197,6 +197,44 @@ def test_serve_without_local_workers_only_queues(redis_server, r, tmp_path):
         assert httpx.get(serve.url + "/stats").json()["liveWorkers"] == 0
 
 
+def test_slow_clients_are_cut_off(redis_server, tmp_path):
+    import socket
+    args = ["-redis", redis_server.url, "-workers", "0", "--data-dir", str(tmp_path),
+            "--header-timeout", "1", "--read-timeout", "1"]
+    with ServeProcess(args) as serve:
+        host, port = serve.url[len("http://"):].split(":")
+
+        def drip(head: bytes, body: bytes) -> tuple:
+            """Send head, then body a byte every 0.3 s; the seconds until the server
+            closes the connection, and what it answered."""
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(head)
+                started = time.monotonic()
+                for byte in body:
+                    try:
+                        s.sendall(bytes([byte]))
+                    except OSError:
+                        break
+                    time.sleep(0.3)
+                    if time.monotonic() - started > 8:
+                        break
+                s.settimeout(5)
+                try:
+                    answer = s.recv(4096)
+                except OSError:
+                    answer = b""
+                return time.monotonic() - started, answer
+
+        took, answer = drip(b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\nX-Slow: " + b"a" * 40)
+        assert took < 6 and b"200" not in answer, (took, answer)
+        head = (b"POST /upload HTTP/1.1\r\nHost: x\r\nX-User-Id: u1\r\n"
+                b"Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 100000\r\n\r\n")
+        took, answer = drip(head, b"--XX\r\n")
+        assert answer.startswith(b"HTTP/1.1 408") and b"request-timeout" in answer, answer
+        assert httpx.get(serve.url + "/healthz").status_code == 200
+        assert not any((tmp_path / "uploads").rglob("*.*"))
+
+
 def test_serve_refusals_at_start(tmp_path, redis_server):
     refused = subprocess.run([sys.executable, "-m", "fastimg.worker.cli", "serve", "--embedded",
                               "-redis", redis_server.url], capture_output=True, text=True, timeout=60)

@@ -5,6 +5,7 @@ at once, putting jobs in hand back on the queue."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
@@ -17,6 +18,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import redis
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fastimg.worker.cli import connector, describe, redis_url
 from fastimg.worker.worker import Config, Worker
@@ -82,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a request body that stalls this long gets 408 (default 20)")
     p.add_argument("--upload-timeout", type=_seconds, default=300.0, metavar="SECONDS",
                    help="a request body must arrive within this time (default 300)")
+    p.add_argument("--header-timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                   help="a request line and headers must arrive within this time (default 10)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow cross-origin requests from ORIGIN (repeatable; default: none)")
     p.add_argument("--shutdown-timeout", type=_seconds, default=10.0, metavar="SECONDS",
@@ -98,6 +102,39 @@ def _answers(url: str) -> bool:
         return False
     finally:
         client.close()
+
+
+class _HeaderDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, plus a deadline for a request's line and
+    headers: uvicorn resets its keep-alive timer on every byte, so a client
+    sending headers one byte at a time would hold the connection forever."""
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()  # the next request on this keep-alive connection
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        deadline = getattr(self, "_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        waiting_after = self.cycle  # a new request replaces it
+        if getattr(self, "_deadline", None) is not None:
+            self._deadline.cancel()
+
+        def expire() -> None:
+            if self.cycle is waiting_after and not self.transport.is_closing():
+                self.transport.close()
+
+        self._deadline: Optional[asyncio.TimerHandle] = self.loop.call_later(self.header_timeout, expire)
 
 
 class _Server(uvicorn.Server):
@@ -161,8 +198,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             max_files=args.max_files, read_timeout=args.read_timeout,
                             body_timeout=args.upload_timeout, cors_origins=tuple(args.cors_origin))
         app = create_app(settings)
+        protocol = type("HeaderDeadline", (_HeaderDeadline,), {"header_timeout": args.header_timeout})
         server = _Server(uvicorn.Config(
-            app, log_config=None, access_log=args.access_log, lifespan="on",
+            app, http=protocol, log_config=None, access_log=args.access_log, lifespan="on",
             timeout_keep_alive=5, timeout_graceful_shutdown=5,
             h11_max_incomplete_event_size=16 * 1024, limit_concurrency=settings.max_event_streams + 100,
         ))
