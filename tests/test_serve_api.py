@@ -4,7 +4,6 @@ suite's real redis-server."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 from pathlib import Path

@@ -7,7 +7,6 @@ skips with the reason. .ci/run installs chromium."""
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 

@@ -38,7 +38,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -112,6 +112,11 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     if exc.status_code == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
+
+
+async def _client_gone(_request: Request, _exc: Exception) -> Response:
+    # The client went away mid-body: nothing was stored, and no one reads this.
+    return Response(status_code=400)
 
 
 async def _internal_error(_request: Request, exc: Exception) -> Response:
@@ -272,6 +277,7 @@ def create_app(settings: Settings) -> Starlette:
         results = []
         queued_all = True
         for (f, kind), (path, size) in zip(kinds, stored):
+            log.info("[SERVE] Stored %s for user %s (%d bytes)", path.name, user, size)
             job = await run_in_threadpool(producer.enqueue, path, user, root)
             job_id = path.stem
             owners.add(job_id, user)
@@ -281,8 +287,8 @@ def create_app(settings: Settings) -> Starlette:
                 "queued": job is not None,
                 "outputs": {op: file_url(user, f"{job_id}_{op}.webp") for op in OPERATIONS},
             })
-            log.info("[SERVE] Stored %s for user %s (%d bytes)%s", path.name, user, size,
-                     "" if job is not None else ": Redis unavailable, not queued")
+            if job is None:
+                log.warning("[SERVE] %s not queued: Redis unavailable", path.name)
         body: Dict[str, Any] = {"userId": user, "files": results, "queued": queued_all}
         if not queued_all:
             body["warning"] = "stored, but Redis was not reachable: not queued (gpu-image-worker submit can queue them later)"
@@ -437,7 +443,8 @@ def create_app(settings: Settings) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                     exception_handlers={HTTPException: _http_error, Exception: _internal_error})
+                     exception_handlers={HTTPException: _http_error, ClientDisconnect: _client_gone,
+                                         Exception: _internal_error})
 
 
 async def _close(pubsub: Any) -> None:
