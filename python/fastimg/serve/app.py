@@ -46,13 +46,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastimg.producer import IMAGE_TYPES, Producer, detect_image_type, store_upload
 from fastimg.worker import keys, status
+from fastimg.worker.outputs import OPERATIONS
 from fastimg.worker.queue import Queue
 
 log = logging.getLogger("fastimg.serve")
 
 STATIC = Path(__file__).parent / "static"
 USER_HEADER = "x-user-id"
-OPERATIONS = ("thumbnail", "blur", "low-quality")
 
 # The rule store_upload applies to user ids (tests/test_serve_api.py checks the
 # two agree), plus a length bound so an id always fits in a file name.
@@ -60,7 +60,7 @@ _USER_ID = re.compile(r"[A-Za-z0-9._ -]{1,64}")
 # The worker's rule for job ids (no separators or control characters, at most
 # 200 bytes).
 _UNSAFE_JOB_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
-_OUTPUT_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]+_(thumbnail|blur|low-quality)\.webp")
+_OUTPUT_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]+_(%s)\.webp" % "|".join(map(re.escape, OPERATIONS)))
 
 
 def valid_user_id(user_id: str) -> bool:
