@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("starlette")  # a core dependency; absent only in a broken install
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from conftest import DATA, running_worker  # noqa: E402
-from fastimg.producer import store_upload  # noqa: E402
-from fastimg.serve.app import BodyLimits, Settings, create_app, valid_user_id  # noqa: E402
-from redis_server import free_port, wait_for  # noqa: E402
+from conftest import DATA, running_worker
+from fastimg.producer import store_upload
+from fastimg.serve.app import BodyLimits, Settings, create_app, valid_user_id
+from redis_server import free_port, wait_for
 
 PHOTO = DATA / "rocket.jpg"
 

@@ -14,14 +14,13 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+import httpx
 import pytest
 import redis
 
 from conftest import DATA
 from fastimg.serve.embedded import EmbeddedRedis, EmbeddedRedisError, find_server_binary
 from redis_server import env_without_redis, free_port, wait_for
-
-httpx = pytest.importorskip("httpx")  # in the [test] extra
 
 PHOTO = DATA / "rocket.jpg"
 OPEN_LINE = re.compile(r"\[SERVE\] Open (http://\S+?)/ in a browser")
