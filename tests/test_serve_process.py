@@ -20,7 +20,7 @@ import redis
 
 from conftest import DATA
 from fastimg.serve.embedded import EmbeddedRedis, EmbeddedRedisError, find_server_binary
-from redis_server import env_without_redis, free_port, wait_for
+from redis_server import RedisServer, env_without_redis, free_port, wait_for
 
 PHOTO = DATA / "rocket.jpg"
 OPEN_LINE = re.compile(r"\[SERVE\] Open (http://\S+?)/ in a browser")
@@ -194,6 +194,26 @@ def test_serve_without_local_workers_only_queues(redis_server, r, tmp_path):
         assert upload(serve.url, PHOTO).status_code == 201
         assert r.llen("image:jobs") == 1
         assert httpx.get(serve.url + "/stats").json()["liveWorkers"] == 0
+
+
+def test_event_stream_outlives_a_redis_restart(tmp_path):
+    server = RedisServer()
+    try:
+        with ServeProcess(["-redis", server.url, "-workers", "1", "--data-dir", str(tmp_path)]) as serve:
+            events = EventReader(serve.url + "/events")
+            wait_for(lambda: any(n == "stats" and d.get("liveWorkers") == 1 for n, d in events.events),
+                     what="stats with the live worker")
+            server.stop()
+            wait_for(lambda: any(n == "stats" and d.get("redis") is False for n, d in events.events),
+                     what="stats saying Redis is down")
+            server.start()
+            # Events published meanwhile are lost (pub/sub keeps none): the
+            # stream says so once it is subscribed again.
+            wait_for(lambda: any(n == "resync" for n, _ in events.events), what="resync after the restart")
+            job_id = upload(serve.url, PHOTO).json()["files"][0]["jobId"]
+            wait_for(lambda: "done" in events.states(job_id), timeout=60, what="done event after the restart")
+    finally:
+        server.close()
 
 
 def test_slow_clients_are_cut_off(redis_server, tmp_path):

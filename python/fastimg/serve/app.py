@@ -335,6 +335,7 @@ def create_app(settings: Settings) -> Starlette:
     async def _event_stream(request: Request, user: Optional[str]) -> AsyncIterator[str]:
         mine: "OrderedDict[str, bool]" = OrderedDict()
         pubsub = None
+        lost = False  # the subscription broke: events may have been missed
         last_stats: Optional[Dict[str, Any]] = None
         last_sent = time.monotonic()
         streams["open"] += 1
@@ -345,9 +346,15 @@ def create_app(settings: Settings) -> Starlette:
                     try:
                         pubsub = request.app.state.aconn.pubsub(ignore_subscribe_messages=True)
                         await pubsub.subscribe(keys.EVENTS)
+                        if lost:
+                            # Pub/sub keeps no history: tell the page to re-read
+                            # the status of the jobs it follows.
+                            lost = False
+                            yield "event: resync\ndata: {}\n\n"
                     except redis.RedisError:
                         await _close(pubsub)
                         pubsub = None
+                        lost = True
                 message = None
                 if pubsub is not None:
                     try:
@@ -355,6 +362,7 @@ def create_app(settings: Settings) -> Starlette:
                     except redis.RedisError:
                         await _close(pubsub)
                         pubsub = None
+                        lost = True
                 else:
                     await asyncio.sleep(settings.stats_interval)
                 if message is not None and message.get("type") == "message":

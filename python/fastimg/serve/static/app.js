@@ -39,6 +39,7 @@ function connect() {
   source.addEventListener("error", () => setConn("reconnecting", "bad"));
   source.addEventListener("status", (e) => onStatus(JSON.parse(e.data)));
   source.addEventListener("stats", (e) => onStats(JSON.parse(e.data)));
+  source.addEventListener("resync", resync);   // the server lost Redis for a while
 }
 
 function onStats(s) {
