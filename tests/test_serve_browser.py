@@ -59,8 +59,10 @@ def test_upload_page_shows_the_outputs_live_and_refuses_text(page, tmp_path, req
     with ServeProcess(["--embedded", "--redis-port", "0", "-workers", "1", "--data-dir", str(tmp_path / "data")]) as serve:
         try:
             page.goto(serve.url + "/")
-            page.wait_for_selector("#conn.ok", timeout=15_000)  # the event stream is live
-            assert page.text_content("#q-liveWorkers") == "1"
+            # The event stream is live and its first stats have come.
+            page.wait_for_function("() => document.querySelector('#q-liveWorkers').textContent === '1'",
+                                   timeout=15_000)
+            assert "ok" in page.get_attribute("#conn", "class")
             page.fill("#user", "browser-user")
             page.dispatch_event("#user", "change")
             page.set_input_files("#files", [str(PHOTO)])
