@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gpu-image-worker",
         description="Take image jobs from the Redis list image:jobs and write thumbnail, "
         "blur and low-quality WebP files, recording each outcome on image:done, "
-        "image:retry or image:failed. Other commands (each with --help): process PHOTO... "
+        "image:retry or image:failed. Other commands (each with --help): serve (upload page, worker "
+        "and Redis on one machine), process PHOTO... "
         "(no Redis), submit FILE..., stats, requeue-failed, purge-done, purge-failed.",
         epilog=ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {
+    "serve": ("fastimg.serve.main", "main"),
     "process": ("fastimg.worker.oneshot", "main"),
     "submit": ("fastimg.worker.admin", "submit_main"),
     "stats": ("fastimg.worker.admin", "stats_main"),
