@@ -48,13 +48,21 @@ def store_upload(
     directory = Path(uploads_root).resolve() / user_id
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{uuid.uuid4()}-{base}"
-    if isinstance(source, bytes):
-        target.write_bytes(source)
-    elif isinstance(source, (str, os.PathLike)):
-        shutil.copyfile(source, target)
-    else:
-        with open(target, "wb") as f:
-            shutil.copyfileobj(source, f)
+    # Written under a hidden name and renamed: a failure part-way leaves no
+    # partial upload under the name a job would read.
+    partial = directory / f".{target.name}.part"
+    try:
+        if isinstance(source, bytes):
+            partial.write_bytes(source)
+        elif isinstance(source, (str, os.PathLike)):
+            shutil.copyfile(source, partial)
+        else:
+            with open(partial, "wb") as f:
+                shutil.copyfileobj(source, f)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return target
 
 
@@ -98,10 +106,12 @@ class Producer:
         if params:
             job["params"] = params
         try:
-            self.conn.rpush(keys.JOBS, dumps(job))
+            pipe = self.conn.pipeline(transaction=True)
+            status.stage(pipe, str(job["jobId"]), "queued", operations=list(operations))
+            pipe.rpush(keys.JOBS, dumps(job))
+            pipe.execute()
         except redis.RedisError as e:
             log.warning("Redis not available - skipping image processing job for %s: %s", path, e)
             return None
-        status.publish(self.conn, str(job["jobId"]), "queued", operations=list(operations))
         log.info("Image processing job sent to queue: %s (%s, user %s)", job["jobId"], kind, user_id)
         return job

@@ -20,7 +20,7 @@ import redis
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from fastimg.worker.cli import connector, describe, redis_url
+from fastimg.worker.options import connector, describe, redis_url
 from fastimg.worker.worker import Config, Worker
 
 from .app import Settings, create_app

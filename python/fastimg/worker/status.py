@@ -11,6 +11,7 @@ import logging
 from typing import Any, Dict
 
 import redis
+from redis.client import Pipeline
 
 from . import keys
 from .wire import dumps, now_ms
@@ -18,22 +19,28 @@ from .wire import dumps, now_ms
 log = logging.getLogger("fastimg.worker")
 
 
-def publish(conn: redis.Redis, job_id: str, state: str, **fields: Any) -> None:
-    """Set the job's status to ``state`` (queued, processing, retrying, done,
-    failed) with ``fields``, and announce it."""
+def stage(pipe: Pipeline, job_id: str, state: str, **fields: Any) -> None:
+    """Add to ``pipe`` the commands that set the job's status to ``state``
+    (queued, processing, retrying, done, failed) with ``fields`` and announce
+    it: a producer sends them in the same transaction as its RPUSH, so no
+    worker's update can come before ``queued``."""
     now = now_ms()
     flat: Dict[str, str] = {"jobId": job_id, "state": state, "updatedAt": str(now)}
     for k, v in fields.items():
         flat[k] = v if isinstance(v, str) else dumps(v)
-    message = dumps({"jobId": job_id, "state": state, "at": now, **fields})
+    if state in ("queued", "processing"):
+        # A new attempt starts a new story: drop the last attempt's fields.
+        pipe.delete(keys.status(job_id))
+    pipe.hset(keys.status(job_id), mapping=flat)
+    pipe.expire(keys.status(job_id), keys.STATUS_TTL_S)
+    pipe.publish(keys.EVENTS, dumps({"jobId": job_id, "state": state, "at": now, **fields}))
+
+
+def publish(conn: redis.Redis, job_id: str, state: str, **fields: Any) -> None:
+    """Set the job's status and announce it, best effort (see :func:`stage`)."""
     try:
         pipe = conn.pipeline(transaction=True)
-        if state in ("queued", "processing"):
-            # A new attempt starts a new story: drop the last attempt's fields.
-            pipe.delete(keys.status(job_id))
-        pipe.hset(keys.status(job_id), mapping=flat)
-        pipe.expire(keys.status(job_id), keys.STATUS_TTL_S)
-        pipe.publish(keys.EVENTS, message)
+        stage(pipe, job_id, state, **fields)
         pipe.execute()
     except (redis.RedisError, ValueError) as e:  # ValueError: a key Redis cannot encode
         log.warning("status update for %s (%s) not written: %s", job_id, state, e)
