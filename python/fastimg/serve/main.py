@@ -14,7 +14,7 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import redis
 import uvicorn
@@ -30,7 +30,7 @@ log = logging.getLogger("fastimg.worker")  # the worker's logger: [MAIN] lines l
 TOKEN_ENV = "FASTIMG_SERVE_TOKEN"
 
 
-def _count(minimum: int):
+def _count(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text)
         if value < minimum:
@@ -127,8 +127,9 @@ class _HeaderDeadline(H11Protocol):
 
     def _arm(self) -> None:
         waiting_after = self.cycle  # a new request replaces it
-        if getattr(self, "_deadline", None) is not None:
-            self._deadline.cancel()
+        previous: Optional[asyncio.TimerHandle] = getattr(self, "_deadline", None)
+        if previous is not None:
+            previous.cancel()
 
         def expire() -> None:
             if self.cycle is waiting_after and not self.transport.is_closing():

@@ -46,7 +46,7 @@ def _openat2(dir_fd: int, rel: str, flags: int, mode: int) -> Optional[int]:
     how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0,
                    _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
     for _ in range(8):  # EAGAIN: a concurrent rename made the kernel unsure; retry
-        fd = _syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), rel.encode(),
+        fd = _syscall(ctypes.c_long(_SYS_OPENAT2 or -1), ctypes.c_int(dir_fd), rel.encode(),
                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
         if fd >= 0:
             return int(fd)

@@ -66,7 +66,7 @@ def _value(where: str, name: str, value: Any, max_side: int) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise SpecError(f"{where}.{name} must be a number")
-    if kind is int and value != int(value):
+    if kind is int and value != int(value):  # type: ignore[call-overload]  # every Real has __int__
         raise SpecError(f"{where}.{name} must be an integer")
     value = kind(value)
     if not low <= value <= high or (name == "sigma" and value <= 0):

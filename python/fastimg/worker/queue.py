@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 import redis
 
 from . import keys
-from .wire import dumps, now_ms
+from .wire import dumps, now_ms, text
 
 # Take: BLMOVE image:jobs -> in-flight list (see Queue.take).
 
@@ -118,10 +118,10 @@ class Queue:
         If the connection drops after Redis moved the job but before the reply
         arrives, the job is in the list and this raises: the slot then reads
         its list (:meth:`held`) before taking anything else."""
-        return self.conn.blmove(keys.JOBS, keys.processing(worker_id), timeout, "LEFT", "RIGHT")
+        return cast(Optional[bytes], self.conn.blmove(keys.JOBS, keys.processing(worker_id), timeout, "LEFT", "RIGHT"))  # type: ignore[arg-type]  # a float timeout is valid
 
     def held(self, worker_id: str) -> List[bytes]:
-        return self.conn.lrange(keys.processing(worker_id), 0, -1)
+        return cast(List[bytes], self.conn.lrange(keys.processing(worker_id), 0, -1))
 
     def owns(self, worker_id: str, raw: bytes, ttl_ms: int) -> bool:
         """The job is still in this slot's in-flight list (nobody took it over
@@ -148,7 +148,7 @@ class Queue:
         returns them."""
         moved = []
         while (raw := self.conn.lmove(keys.processing(worker_id), keys.JOBS, "RIGHT", "LEFT")) is not None:
-            moved.append(raw)
+            moved.append(cast(bytes, raw))
         return moved
 
     # -- leases ----------------------------------------------------------
@@ -183,7 +183,7 @@ class Queue:
 
     def dead_workers(self) -> List[str]:
         """Registered slots whose lease has lapsed."""
-        return self._without_lease(sorted(x.decode() for x in self.conn.smembers(keys.WORKERS)))
+        return self._without_lease(sorted(text(x) for x in self.conn.smembers(keys.WORKERS)))
 
     def orphaned_slots(self) -> List[str]:
         """Slots, registered or not, with an in-flight list and no lease: what a
@@ -191,7 +191,7 @@ class Queue:
         reply filled after its process had stopped. Scans the keyspace, so it
         runs less often than :meth:`dead_workers`."""
         prefix = len(keys.processing(""))
-        ids = sorted({k.decode()[prefix:] for k in self.conn.scan_iter(match=keys.processing("*"), count=1000)})
+        ids = sorted({text(k)[prefix:] for k in self.conn.scan_iter(match=keys.processing("*"), count=1000)})
         return self._without_lease(ids)
 
     def recover(self, dead_id: str, raw: bytes, payload: str, to_failed: bool) -> int:
@@ -205,7 +205,7 @@ class Queue:
                                  args=[dead_id]))
 
     # -- operator tools --------------------------------------------------------
-    def requeue(self, record: bytes, job: Dict[str, Any]) -> bool:
+    def requeue(self, record: bytes | str, job: Dict[str, Any]) -> bool:
         """Move one failed record back to image:jobs as ``job``; False if it was gone."""
         return bool(self._requeue(keys=[keys.FAILED, keys.JOBS], args=[record, dumps(job)]))
 
@@ -219,7 +219,7 @@ class Queue:
         pipe.smembers(keys.WORKERS)
         jobs, retry, done, failed, oldest, workers = pipe.execute()
         in_flight = sum(conn.llen(k) for k in conn.scan_iter(match=keys.processing("*"), count=500))
-        live = len(workers) - len(self._without_lease([w.decode() for w in workers]))
+        live = len(workers) - len(self._without_lease([text(w) for w in workers]))
         age: Optional[float] = None
         if oldest is not None:
             try:

@@ -14,7 +14,7 @@ import redis
 from redis.client import Pipeline
 
 from . import keys
-from .wire import dumps, now_ms
+from .wire import dumps, now_ms, text
 
 log = logging.getLogger("fastimg.worker")
 
@@ -31,7 +31,7 @@ def stage(pipe: Pipeline, job_id: str, state: str, **fields: Any) -> None:
     if state in ("queued", "processing"):
         # A new attempt starts a new story: drop the last attempt's fields.
         pipe.delete(keys.status(job_id))
-    pipe.hset(keys.status(job_id), mapping=flat)
+    pipe.hset(keys.status(job_id), mapping=flat)  # type: ignore[arg-type]  # redis-py's Mapping is invariant
     pipe.expire(keys.status(job_id), keys.STATUS_TTL_S)
     pipe.publish(keys.EVENTS, dumps({"jobId": job_id, "state": state, "at": now, **fields}))
 
@@ -50,9 +50,9 @@ def read(conn: redis.Redis, job_id: str) -> Dict[str, Any]:
     """The status hash of ``job_id`` with JSON fields decoded; {} when unknown or expired."""
     out: Dict[str, Any] = {}
     for k, v in conn.hgetall(keys.status(job_id)).items():
-        key, text = k.decode(), v.decode()
+        key, value = text(k), text(v)
         try:
-            out[key] = json.loads(text) if key not in ("jobId", "state") else text
+            out[key] = json.loads(value) if key not in ("jobId", "state") else value
         except ValueError:
-            out[key] = text
+            out[key] = value
     return out

@@ -27,6 +27,11 @@ def dumps(record: Any) -> str:
     return text
 
 
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (the worker's connections return bytes)."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
 class StrictJSONError(ValueError):
     """Not strict JSON: NaN, Infinity, a number that overflows, or nested too deeply."""
 
