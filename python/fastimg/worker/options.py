@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import socket
 from typing import Callable, Dict, Mapping, Optional
 from urllib.parse import quote, urlsplit
 
@@ -137,3 +138,35 @@ def connector(url: str, block_timeout: float) -> Callable[[], redis.Redis]:
         )
 
     return connect
+
+
+def configuration_problem(conn: redis.Redis) -> Optional[str]:
+    """What is wrong with the Redis settings, or None. Outages (refused,
+    timed out) are not configuration errors: they are waited out."""
+    try:
+        conn.ping()
+    except redis.AuthenticationError as e:
+        return f"Redis refused the credentials: {e}"
+    except redis.ResponseError as e:
+        return f"Redis refused the connection settings: {e}"
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        # A TLS handshake with a server that does not speak TLS fails or
+        # times out, as it would with a server that is down: ask in plain text.
+        pool = conn.connection_pool
+        if issubclass(pool.connection_class, redis.SSLConnection) and _answers_plain_text(
+                pool.connection_kwargs.get("host", "localhost"), pool.connection_kwargs.get("port", 6379)):
+            return (f"TLS connection failed ({e}), and the server answers in plain text: "
+                    "use a redis:// URL, or enable TLS on the server")
+    except redis.RedisError:
+        pass
+    return None
+
+
+def _answers_plain_text(host: str, port: int) -> bool:
+    """The server at host:port answers a plain-text PING (it does not speak TLS)."""
+    try:
+        with socket.create_connection((host, port), timeout=2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-ERR"))
+    except OSError:
+        return False

@@ -31,6 +31,7 @@ from .errors import InvalidJob, JobError
 from .jobs import parse_job
 from .limits import Limits
 from .metrics import HealthServer, Metrics, fresh
+from .options import configuration_problem
 from .outputs import SPEC_V1, OutputSpec
 from .pipeline import encoder_pool, process
 from .queue import GONE, Queue
@@ -87,16 +88,6 @@ def _job_id(raw: bytes) -> str:
         return "(no jobId)"
     value = raw[start + 7: start + 7 + 240].split(b'"')
     return value[1].decode("utf-8", "backslashreplace") if len(value) > 2 else "(no jobId)"
-
-
-def _answers_plain_text(host: str, port: int) -> bool:
-    """The server at host:port answers a plain-text PING (it does not speak TLS)."""
-    try:
-        with socket.create_connection((host, port), timeout=2) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-ERR"))
-    except OSError:
-        return False
 
 
 class Worker:
@@ -307,27 +298,6 @@ class Worker:
                 self._start_slot(i)
         self.metrics.live_slots.set(self.live_slots())
 
-    def check_config(self, queue: Queue) -> Optional[str]:
-        """What is wrong with the Redis settings, or None. Outages (refused,
-        timed out) are not configuration errors: they are waited out."""
-        try:
-            queue.conn.ping()
-        except redis.AuthenticationError as e:
-            return f"Redis refused the credentials: {e}"
-        except redis.ResponseError as e:
-            return f"Redis refused the connection settings: {e}"
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            # A TLS handshake with a server that does not speak TLS fails or
-            # times out, as it would with a server that is down: ask in plain text.
-            pool = queue.conn.connection_pool
-            if issubclass(pool.connection_class, redis.SSLConnection) and _answers_plain_text(
-                    pool.connection_kwargs.get("host", "localhost"), pool.connection_kwargs.get("port", 6379)):
-                return (f"TLS connection failed ({e}), and the server answers in plain text: "
-                        "use a redis:// URL, or enable TLS on the server")
-        except redis.RedisError:
-            pass
-        return None
-
     def run(self, install_signals: bool = True) -> int:
         """Run until stopped; 0 after a clean stop, 1 when jobs could not be put
         back, 2 on a configuration error (wrong password, database or TLS)."""
@@ -342,7 +312,7 @@ class Worker:
                                    "reason": info.cuda_reason or ""})
         self.metrics.memory_budget.set(self.budget.total)
         queue = Queue(self.connect(), cfg.done_cap, cfg.failed_cap)
-        problem = self.check_config(queue)
+        problem = configuration_problem(queue.conn)
         if problem:
             _say("MAIN", f"Configuration error: {problem}")
             return 2
