@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 from urllib.parse import quote, urlsplit
 
 import redis
@@ -101,8 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _formats(text: str) -> Tuple[str, ...]:
+    from .decode import parse_formats
+
+    try:
+        return parse_formats(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_output_options(p: argparse.ArgumentParser) -> None:
     """Options that change what is made, shared by the worker and `process`."""
+    p.add_argument("--input-formats", type=_formats, default=Limits.formats, metavar="LIST",
+                   help=f"accept inputs in these formats, comma-separated (default {','.join(Limits.formats)}; "
+                        "docs/outputs.md); others fail with unsupported-format before any decoder reads them")
     p.add_argument("--max-frames", type=_positive_int, default=Limits.max_frames, metavar="N",
                    help=f"refuse animations with more frames as too-large (default {Limits.max_frames})")
     p.add_argument("--config", metavar="FILE",
@@ -214,7 +226,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shutdown_timeout=args.shutdown_timeout,
         done_cap=args.done_cap,
         failed_cap=args.failed_cap,
-        limits=Limits(args.max_input_bytes, args.max_pixels, args.max_frames),
+        limits=Limits(args.max_input_bytes, args.max_pixels, args.max_frames, args.input_formats),
         spec=spec,
         metrics_port=args.metrics_port,
     )
