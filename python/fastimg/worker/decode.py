@@ -4,6 +4,7 @@ alpha. Everything that reading one input can raise leaves as a JobError."""
 
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
 import sys
@@ -30,9 +31,9 @@ log = logging.getLogger("fastimg.worker.decode")
 Image.MAX_IMAGE_PIXELS = None
 
 Image.init()
-# Accepted-format names and the Pillow formats each covers: a camera JPEG with
-# an MPF index opens as MPO. Other Pillow formats go by their own name.
-_PILLOW_FORMATS: Dict[str, Tuple[str, ...]] = {"jpeg": ("JPEG", "MPO"), "jpeg2000": ("JPEG2000",)}
+# Accepted-format names that are not simply Pillow's format name in lower case
+# (Pillow's JPEG decoder also opens camera JPEGs with an MPF index, as MPO).
+_PILLOW_FORMATS: Dict[str, Tuple[str, ...]] = {}
 _NEVER = {"svg": "SVG is never rasterised by this worker",
           "dib": "headerless BMP has no signature to tell it from other data",
           "iptc": "not an image format", "mpeg": "not an image format"}
@@ -57,8 +58,7 @@ def _cannot_decode_here(name: str) -> Optional[str]:
     return None
 
 
-FORMAT_NAMES: Tuple[str, ...] = tuple(sorted(
-    {"jpeg"} | {f.lower() for f in Image.OPEN if f not in ("MPO",)} - {"svg"}))
+FORMAT_NAMES: Tuple[str, ...] = tuple(sorted(f.lower() for f in Image.OPEN))
 
 
 def parse_formats(text: str) -> Tuple[str, ...]:
@@ -118,6 +118,52 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):  #
         sink.append(f"{category.__name__}: {message}")
 
 
+# libtiff prints its errors and warnings on stderr itself ("Fax4Decode: Bad code
+# word ...") unless given handlers; Pillow gives none. These route them to the
+# same place, formatted by the C library's vsnprintf (the va_list arrives as a
+# pointer on x86-64 and arm64 alike).
+_TIFF_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
+
+
+def _tiff_message(module: Optional[bytes], fmt: Optional[bytes], args: Optional[int]) -> None:
+    buf = ctypes.create_string_buffer(1024)
+    _vsnprintf(buf, len(buf), fmt, args)
+    text = (f"{module.decode(errors='replace')}: " if module else "") + buf.value.decode(errors="replace")
+    sink = getattr(_captured, "sink", None)
+    if sink is None:
+        sys.stderr.write(text + "\n")
+    else:
+        sink.append(f"libtiff: {text}")
+
+
+def _route_libtiff_messages() -> list:
+    """Install the handlers in the libtiff Pillow loaded; the callbacks it
+    keeps are returned so that they live as long as the module."""
+    try:
+        import PIL._imaging  # noqa: F401 - loads libtiff when Pillow has it
+
+        with open("/proc/self/maps") as maps:
+            path = next((line.split()[-1] for line in maps if "/libtiff" in line), None)
+        if path is None:
+            return []
+        tiff, libc = ctypes.CDLL(path), ctypes.CDLL(None)
+        global _vsnprintf
+        _vsnprintf = libc.vsnprintf
+        _vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+        handler = _TIFF_HANDLER(_tiff_message)
+        for setter in (tiff.TIFFSetErrorHandler, tiff.TIFFSetWarningHandler):
+            setter.restype = ctypes.c_void_p
+            setter.argtypes = [_TIFF_HANDLER]
+            setter(handler)
+        return [handler]
+    except (OSError, AttributeError):  # not Linux, or no libtiff: its messages stay where they were
+        return []
+
+
+_vsnprintf = None
+_TIFF_HANDLERS = _route_libtiff_messages()
+
+
 class _Warnings:
     def __enter__(self) -> List[str]:
         global _print_warning
@@ -135,10 +181,15 @@ class _Warnings:
 def _with_warnings(e: JobError, caught: List[str]) -> JobError:
     if not caught:
         return e
-    return type(e)(e.reason, f"{e} (library warnings: {'; '.join(dict.fromkeys(caught))})")
+    if e.reason == "corrupt-image" and any("support is not configured" in w for w in caught):
+        # libtiff built without this file's codec (WebP, JPEG-XL, ...): no retry will help.
+        e = PermanentError("unsupported-format", f"this TIFF compression is not available: {e}")
+    distinct = list(dict.fromkeys(caught))
+    more = f"; {len(distinct) - 5} more" if len(distinct) > 5 else ""
+    return type(e)(e.reason, f"{e} (library warnings: {'; '.join(distinct[:5])}{more})")
 
 
-def _open(data: bytes, limits: Limits) -> Tuple[Image.Image, str]:
+def _open(data: bytes, limits: Limits) -> Image.Image:
     """The input opened (header only) by the decoder of its format, if that
     format is accepted; no other decoder ever sees it."""
     if not data:
@@ -166,8 +217,7 @@ def _open(data: bytes, limits: Limits) -> Tuple[Image.Image, str]:
         raise _header_failure(data, kind, pillow) from None
     except Exception as e:  # noqa: BLE001 - any failure to read a header is this input's failure
         raise _failure(e, "read the image header") from None
-    name = next((n for n in candidates if im.format in _pillow_formats(n)), (im.format or "").lower())
-    return im, name
+    return im
 
 
 def _header_failure(data: bytes, kind: str, pillow: Sequence[str]) -> JobError:
@@ -179,6 +229,12 @@ def _header_failure(data: bytes, kind: str, pillow: Sequence[str]) -> JobError:
         except Exception as e:  # noqa: BLE001
             return _failure(e, f"read the {kind} header")
     return TransientError("corrupt-image", f"cannot read the {kind} header")
+
+
+def _check_header(im: Image.Image, limits: Limits) -> None:
+    if im.mode == "F":
+        raise PermanentError("unsupported-format", "floating-point samples have no defined display range")
+    _check_size(*im.size, limits)
 
 
 def _check_size(width: int, height: int, limits: Limits) -> None:
@@ -207,10 +263,10 @@ def header(data: bytes, limits: Limits = Limits()) -> Header:
     :func:`decode`, which raises the same JobError for a file it cannot open."""
     with _Warnings() as caught:
         try:
-            im, _ = _open(data, limits)
+            im = _open(data, limits)
             with im:
+                _check_header(im, limits)
                 width, height = im.size
-                _check_size(width, height, limits)
                 wide = im.mode.startswith("I") or any(";16" in _rawmode(t) for t in im.tile[:1])
                 bands = 4 if _has_alpha(im) else (1 if im.mode in _GREY else 3)
                 return Header(im.format or "", width, height, bands, 2 if wide else 1)
@@ -336,8 +392,6 @@ def _pixels(im: Image.Image, data: bytes) -> Image.Image:
         if isinstance(key, int):
             return Image.fromarray(np.dstack([rounded, rounded, rounded, np.where(grey == key, 0, 255).astype(np.uint8)]), "RGBA")
         return Image.fromarray(rounded, "L")
-    if mode == "F":
-        raise PermanentError("unsupported-format", "floating-point samples have no defined display range")
     target = "RGBA" if _has_alpha(out) else ("L" if out.mode in ("1", "L") else "RGB")
     if out.mode == "LAB":
         out = ImageCms.applyTransform(out, ImageCms.buildTransform(_LAB, _SRGB, "LAB", "RGB"))
@@ -361,10 +415,10 @@ def decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits = Limits()) 
 
 
 def _decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndarray:
-    im, _ = _open(data, limits)
+    im = _open(data, limits)
     with im:
+        _check_header(im, limits)
         width, height = im.size
-        _check_size(width, height, limits)
         frames = _frames(im)
         if frames > limits.max_frames:
             raise PermanentError("too-large", f"image has {frames} frames, limit {limits.max_frames}")

@@ -40,8 +40,6 @@ _SIGNATURES: Tuple[Tuple[int, bytes, str], ...] = (
     (0, b"DDS ", "dds"),
     (0, b"qoif", "qoi"),
     (0, b"icns", "icns"),
-    (0, b"\x00\x00\x01\x00", "ico"),
-    (0, b"\x00\x00\x02\x00", "cur"),
     (0, b"%!PS", "eps"),
     (0, b"\xc5\xd0\xd3\xc6", "eps"),
     (0, b"%PDF", "pdf"),
@@ -84,6 +82,9 @@ def identify(head: bytes) -> Optional[str]:
         return kind
     if head[4:8] == b"ftyp":
         return _BRANDS.get(head[8:12], "isobmff")
+    if head[:2] == b"\x00\x00" and head[2:4] in (b"\x01\x00", b"\x02\x00") and head[4:6] != b"\x00\x00":
+        # An icon directory with at least one entry; a TGA header can start the same way.
+        return "ico" if head[2] == 1 else "cur"
     for offset, magic, name in _SIGNATURES:
         if head[offset : offset + len(magic)] == magic:
             return name
@@ -96,4 +97,4 @@ def identify(head: bytes) -> Optional[str]:
 
 # Every name identify() can return: formats outside this set have no signature.
 SIGNED_FORMATS = frozenset(IMAGE_TYPES) | {name for _, _, name in _SIGNATURES} | set(_BRANDS.values()) | {
-    "isobmff", "ppm", "pcx"}
+    "isobmff", "ppm", "pcx", "ico", "cur"}
