@@ -261,3 +261,13 @@ def test_library_warnings_go_with_the_failure():
     data = (CORPUS / "pillow" / "crash-2020-10-test.tif").read_bytes()
     with pytest.raises(JobError, match="library warnings: UserWarning: Tag data larger than file"):
         decode(data, THUMB, Limits())
+
+
+def test_libtiff_messages_go_with_the_failure_not_to_stderr(capfd):
+    good = deflate_tiff16(np.full((40, 30, 4), 30000, np.uint16), 2)
+    body = 8 + 2 + 12 * 11 + 4 + 8  # where deflate_tiff16 puts the compressed strip
+    broken = good[:body] + bytes(b ^ 0x5A for b in good[body:])
+    with pytest.raises(JobError) as e:
+        decode(broken, THUMB, Limits())
+    assert e.value.reason == "corrupt-image" and "libtiff: ZIPDecode" in str(e.value), str(e.value)
+    assert capfd.readouterr().err == ""

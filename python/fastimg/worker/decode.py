@@ -11,7 +11,7 @@ import sys
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import EpsImagePlugin, Image, ImageCms, ImageFile
@@ -31,28 +31,22 @@ log = logging.getLogger("fastimg.worker.decode")
 Image.MAX_IMAGE_PIXELS = None
 
 Image.init()
-# Accepted-format names that are not simply Pillow's format name in lower case
-# (Pillow's JPEG decoder also opens camera JPEGs with an MPF index, as MPO).
-_PILLOW_FORMATS: Dict[str, Tuple[str, ...]] = {}
+# Accepted-format names are Pillow's format names in lower case. ("jpeg" also
+# covers camera JPEGs with an MPF index, which Pillow's JPEG decoder opens as MPO.)
 _NEVER = {"svg": "SVG is never rasterised by this worker",
           "dib": "headerless BMP has no signature to tell it from other data",
           "iptc": "not an image format", "mpeg": "not an image format"}
-
-
-def _pillow_formats(name: str) -> Tuple[str, ...]:
-    return _PILLOW_FORMATS.get(name, (name.upper(),))
 
 
 def _cannot_decode_here(name: str) -> Optional[str]:
     """Why this installation cannot decode format ``name``, or None when it can."""
     if name in _NEVER:
         return _NEVER[name]
-    for fmt in _pillow_formats(name):
-        if fmt not in Image.OPEN:
-            return "not a format Pillow reads"
-        factory = Image.OPEN[fmt][0]
-        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
-            return "Pillow only identifies it; no decoder is installed"
+    if name.upper() not in Image.OPEN:
+        return "not a format Pillow reads"
+    factory = Image.OPEN[name.upper()][0]
+    if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+        return "Pillow only identifies it; no decoder is installed"
     if name == "eps" and not EpsImagePlugin.has_ghostscript():
         return "Ghostscript is not installed"
     return None
@@ -208,7 +202,7 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
         candidates = [f for f in limits.formats if f not in SIGNED_FORMATS]
         if not candidates:
             raise PermanentError("unsupported-format", f"not an image in an accepted format ({accepted})")
-    pillow = [fmt for name in candidates for fmt in _pillow_formats(name)]
+    pillow = [name.upper() for name in candidates]
     try:
         im = Image.open(io.BytesIO(data), formats=pillow)
     except Image.UnidentifiedImageError:
@@ -246,7 +240,7 @@ def _check_size(width: int, height: int, limits: Limits) -> None:
         raise PermanentError("too-large", f"image is {width}x{height} pixels, limit {limits.max_pixels}")
 
 
-_GREY = ("1", "L", "I", "F") + tuple(m for m in ("I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;16BS"))
+_GREY = ("1", "L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;16BS")
 
 
 def _has_alpha(im: Image.Image) -> bool:
@@ -370,11 +364,15 @@ def _decode_16bit(data: bytes, im: Image.Image) -> Optional[Image.Image]:
     return out
 
 
-def _frames(im: Image.Image) -> int:
+def _frames(im: Image.Image) -> Optional[int]:
+    """How many frames (pages) the file has, or None when the chain of frames
+    is damaged after the first: Pillow walks it and raises anything there."""
     try:
         return int(getattr(im, "n_frames", 1))
-    except Exception as e:  # noqa: BLE001 - Pillow walks every frame; a damaged one raises anything
-        raise _failure(e, "count the frames") from None
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _pixels(im: Image.Image, data: bytes) -> Image.Image:
@@ -416,12 +414,18 @@ def decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits = Limits()) 
 
 def _decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndarray:
     im = _open(data, limits)
+    _check_header(im, limits)
+    frames = _frames(im)
+    if frames is None:
+        # Only the first frame is used, and the walk that failed already cost
+        # what a frame limit bounds; it left the file mid-chain, so reopen.
+        im.close()
+        im = _open(data, limits)
+    elif frames > limits.max_frames:
+        im.close()
+        raise PermanentError("too-large", f"image has {frames} frames, limit {limits.max_frames}")
     with im:
-        _check_header(im, limits)
         width, height = im.size
-        frames = _frames(im)
-        if frames > limits.max_frames:
-            raise PermanentError("too-large", f"image has {frames} frames, limit {limits.max_frames}")
         # Decode in one call, not one per 64 KiB: Pillow takes the GIL back
         # between calls, and with another thread busy in Python each
         # return can wait a whole switch interval (a 12 MP decode went
