@@ -271,3 +271,16 @@ def test_libtiff_messages_go_with_the_failure_not_to_stderr(capfd):
         decode(broken, THUMB, Limits())
     assert e.value.reason == "corrupt-image" and "libtiff: ZIPDecode" in str(e.value), str(e.value)
     assert capfd.readouterr().err == ""
+
+
+def test_a_page_chain_damaged_after_the_first_page_uses_the_first():
+    image = Image.fromarray(corpus.pattern())
+    data = bytearray(corpus.save(image, "TIFF", save_all=True, append_images=[image]))
+    first = struct.unpack_from("<I", data, 4)[0]
+    second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0])[0]
+    for i in range(struct.unpack_from("<H", data, second)[0]):
+        if struct.unpack_from("<H", data, second + 2 + 12 * i)[0] == 256:  # ImageWidth of page 2
+            struct.pack_into("<H", data, second + 2 + 12 * i, 65000)
+    with Image.open(io.BytesIO(bytes(data))) as im, pytest.raises(TypeError):
+        im.n_frames  # what used to escape as a traceback
+    np.testing.assert_array_equal(decode(bytes(data), THUMB, Limits()), corpus.pattern())
