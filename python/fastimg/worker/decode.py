@@ -52,7 +52,8 @@ def _cannot_decode_here(name: str) -> Optional[str]:
     return None
 
 
-FORMAT_NAMES: Tuple[str, ...] = tuple(sorted(f.lower() for f in Image.OPEN))
+# What --input-formats may list in this installation.
+FORMAT_NAMES: Tuple[str, ...] = tuple(sorted(n for n in (f.lower() for f in Image.OPEN) if not _cannot_decode_here(n)))
 
 
 def parse_formats(text: str) -> Tuple[str, ...]:
@@ -64,7 +65,7 @@ def parse_formats(text: str) -> Tuple[str, ...]:
     for name in names:
         why = _cannot_decode_here(name)
         if why:
-            raise ValueError(f"format {name!r} cannot be accepted: {why} (known: {', '.join(FORMAT_NAMES)})")
+            raise ValueError(f"format {name!r} cannot be accepted: {why} (possible: {', '.join(FORMAT_NAMES)})")
     return names
 
 
