@@ -22,9 +22,12 @@ def fit_inside(width: int, height: int, box: int) -> Tuple[int, int]:
 def reference_thumbnail(data: bytes, box: int = 320) -> np.ndarray:
     """(H, W, 4) uint8 RGBA: the upright sRGB first frame fitted inside box x box."""
     with Image.open(io.BytesIO(data)) as im:
+        # Before loading: a PNG's iCCP after its pixels is out of place, and libpng ignores it too.
+        icc = im.info.get("icc_profile")
         im.load()
         im = ImageOps.exif_transpose(im)
-        icc = im.info.get("icc_profile")
+        if icc and im.mode in ("P", "PA"):  # a palette's colours are in the profile's space too
+            im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
         if icc and im.mode in ("RGB", "RGBA", "CMYK"):
             try:
                 src = ImageCms.ImageCmsProfile(io.BytesIO(icc))

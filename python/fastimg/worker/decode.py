@@ -378,6 +378,7 @@ def _frames(im: Image.Image) -> Optional[int]:
 
 def _pixels(im: Image.Image, data: bytes) -> Image.Image:
     """The first frame loaded, 8 bits per sample, sRGB, in L, RGB or RGBA."""
+    # Before loading: a PNG's iCCP after its pixels is out of place (libpng ignores it too).
     icc = im.info.get("icc_profile")
     out = _decode_16bit(data, im) if im.format in ("PNG", "TIFF") else None
     if out is None:
