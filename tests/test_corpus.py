@@ -284,3 +284,10 @@ def test_a_page_chain_damaged_after_the_first_page_uses_the_first():
     with Image.open(io.BytesIO(bytes(data))) as im, pytest.raises(TypeError):
         im.n_frames  # what used to escape as a traceback
     np.testing.assert_array_equal(decode(bytes(data), THUMB, Limits()), corpus.pattern())
+
+
+def test_every_16_bit_value_rounds_exactly():
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    wide = np.dstack([every, every[::-1], every.T])
+    got = decode(corpus.png16(wide), [SPEC_V1["low-quality"]], Limits())
+    np.testing.assert_array_equal(got, np.floor(wide / 257 + 0.5).astype(np.uint8))

@@ -317,8 +317,12 @@ def _reopened(data: bytes, fmt: str, rawmode: str, mode: Optional[str] = None) -
         return np.asarray(im), im.info
 
 
-def _round16(wide: np.ndarray) -> np.ndarray:
-    return ((wide.astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)
+def _rounded(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """round(v / 257) of each 16-bit sample v = 256 * hi + lo, with temporaries
+    of at most two bytes a sample: v = 257 * hi + (lo - hi) and |lo - hi| < 257,
+    so the result is hi, one more when lo - hi > 128.5, one less below -128.5."""
+    d = lo.astype(np.int16) - hi
+    return (hi + (d >= 129) - (d <= -129)).astype(np.uint8)
 
 
 def _decode_16bit(data: bytes, im: Image.Image) -> Optional[Image.Image]:
@@ -338,28 +342,29 @@ def _decode_16bit(data: bytes, im: Image.Image) -> Optional[Image.Image]:
     fmt = im.format or ""
     if layout == "LA":
         raw, info = _reopened(data, fmt, "RGBA", "RGBA")
-        raw = raw.astype(np.uint16)
         big = order == "16B" or (order == "16N" and _NATIVE == "16B")
         hi, lo = (raw[..., 0::2], raw[..., 1::2]) if big else (raw[..., 1::2], raw[..., 0::2])
-        wide = hi * 256 + lo
         mode = "LA"
     else:
         read = _WIDE[layout]
         hi, info = _reopened(data, fmt, f"{read};{order}")
         lo, _ = _reopened(data, fmt, f"{read};{_SWAPPED[order]}")
-        wide = hi.astype(np.uint16) * 256 + lo
         mode = im.mode
-        if layout == "RGBa":
-            alpha = wide[..., 3:].astype(np.float64)
-            colour = np.where(alpha > 0, wide[..., :3] * 65535.0 / np.maximum(alpha, 1), 0)
-            wide = np.concatenate([np.minimum(np.floor(colour + 0.5), 65535), alpha], axis=-1)
-    out = Image.fromarray(_round16(wide), mode)
+    if layout == "RGBa":
+        wide = hi.astype(np.float64) * 256 + lo
+        alpha = wide[..., 3:]
+        colour = np.where(alpha > 0, wide[..., :3] * 65535.0 / np.maximum(alpha, 1), 0)
+        pixels = np.floor(np.concatenate([np.minimum(colour, 65535), alpha], axis=-1) / 257 + 0.5).astype(np.uint8)
+    else:
+        pixels = _rounded(hi, lo)
+    out = Image.fromarray(pixels, mode)
     out.info.update(info)
     key = out.info.pop("transparency", None)
     if mode == "RGB" and isinstance(key, tuple) and len(key) == 3:
         # A colour key matches full 16-bit samples, not their rounded values.
-        alpha = np.where((wide == np.array(key, np.uint16)).all(axis=-1), 0, 255).astype(np.uint8)
-        out = Image.fromarray(np.dstack([np.asarray(out), alpha]), "RGBA")
+        key_hi, key_lo = np.array(key, np.uint16) >> 8, np.array(key, np.uint16) & 255
+        keyed = ((hi == key_hi) & (lo == key_lo)).all(axis=-1)
+        out = Image.fromarray(np.dstack([pixels, np.where(keyed, 0, 255).astype(np.uint8)]), "RGBA")
         out.info.update(info)
         del out.info["transparency"]
     return out
