@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import List, Optional, Sequence, Tuple
 
@@ -79,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, SpecError) as e:
         print(f"gpu-image-worker process: error: {e}", file=sys.stderr)
         return 2
-    limits = Limits(args.max_input_bytes, args.max_pixels, args.max_frames)
+    limits = Limits(args.max_input_bytes, args.max_pixels, args.max_frames, args.input_formats)
 
     jobs, failures = [], []
     names = set()
@@ -106,6 +107,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return photo, process(job, limits, encoders=encoders), None
         except JobError as e:
             return photo, None, e
+        except Exception as e:  # noqa: BLE001 - a bug: this file fails, the batch goes on
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            return photo, None, JobError("internal-error", f"{type(e).__name__}: {e} "
+                                         f"(at {os.path.basename(where.filename)}:{where.lineno})")
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool, encoder_pool() as encoders:
         for fut in as_completed([pool.submit(run, photo, job) for photo, job in jobs]):

@@ -8,7 +8,7 @@ import argparse
 import json
 import math
 import socket
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
 import redis
@@ -59,8 +59,20 @@ def positive_float(text: str) -> float:
     return value
 
 
+def input_formats(text: str) -> Tuple[str, ...]:
+    from .decode import parse_formats
+
+    try:
+        return parse_formats(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_output_options(p: argparse.ArgumentParser) -> None:
     """Options that change what is made, shared by the worker and `process`."""
+    p.add_argument("--input-formats", type=input_formats, default=Limits.formats, metavar="LIST",
+                   help=f"accept inputs in these formats, comma-separated (default {','.join(Limits.formats)}; "
+                        "docs/outputs.md); others fail with unsupported-format before any decoder reads them")
     p.add_argument("--max-frames", type=positive_int, default=Limits.max_frames, metavar="N",
                    help=f"refuse animations with more frames as too-large (default {Limits.max_frames})")
     p.add_argument("--config", metavar="FILE",

@@ -96,7 +96,7 @@ def process(
     # (an upload still being written).
     admitted: ContextManager[None] = nullcontext()
     if budget is not None and data:
-        admitted = budget.admit(estimate(header(data), specs, len(data)), f"job {job.job_id}")
+        admitted = budget.admit(estimate(header(data, limits), specs, len(data)), f"job {job.job_id}")
     try:
         with admitted:
             clock.lap("admit")
