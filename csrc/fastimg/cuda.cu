@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <mutex>
 #include <type_traits>
 #include <vector>
 
@@ -72,6 +73,13 @@ __global__ void quantize_kernel(const uint8_t* src, Dims d, uint8_t* dst, int le
   }
 }
 
+// The start-up probe: a formula of pixel.h per element, which the host checks.
+// It fails to launch when no kernel image in the module fits the device.
+__global__ void probe_kernel(uint8_t* out, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    out[i] = quantize_value(i & 255, 7, i, i >> 3, true);
+}
+
 constexpr int kThreads = 256;
 
 int grid_for(size_t items) {
@@ -83,6 +91,19 @@ int grid_for(size_t items) {
   }();
   const size_t blocks = (items + kThreads - 1) / kThreads;
   return static_cast<int>(std::max<size_t>(1, std::min<size_t>(blocks, max_blocks)));
+}
+
+// The one place kernels are launched, on a grid sized for `items`. The host
+// emulation runs every (block, thread) of the grid in turn instead.
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), size_t items, Args... args) {
+  const int grid = grid_for(items);
+#ifdef FASTIMG_CUDA_EMU
+  emu::launch(kernel, grid, kThreads, kStream, args...);
+#else
+  kernel<<<grid, kThreads, 0, kStream>>>(args...);
+#endif
+  FI_CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
@@ -111,11 +132,9 @@ void stage(const In* src, Dims in, Out* dst, const Stage& s) {
   const DevicePass hp(s.horizontal), vp(s.vertical);
   const size_t tmp_items = static_cast<size_t>(in.h) * hp.view.n_out;
   auto tmp = device_array<float>(tmp_items * C);
-  horizontal_kernel<C, In><<<grid_for(tmp_items), kThreads, 0, kStream>>>(src, in.w, in.h, hp.view, tmp.get());
-  FI_CUDA_CHECK_LAUNCH();
+  launch(horizontal_kernel<C, In>, tmp_items, src, in.w, in.h, hp.view, tmp.get());
   const size_t out_items = static_cast<size_t>(vp.view.n_out) * hp.view.n_out;
-  vertical_kernel<C, Out><<<grid_for(out_items), kThreads, 0, kStream>>>(tmp.get(), hp.view.n_out, vp.view, dst);
-  FI_CUDA_CHECK_LAUNCH();
+  launch(vertical_kernel<C, Out>, out_items, tmp.get(), hp.view.n_out, vp.view, dst);
 }
 
 template <int C>
@@ -142,11 +161,12 @@ void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Sta
   FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
 }
 
-}  // namespace
-
-CudaStatus cuda_status() {
+CudaStatus probe() {
   CudaStatus s;
   s.compiled = true;
+#ifdef FASTIMG_CUDA_EMU
+  s.emulated = true;
+#endif
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
@@ -160,18 +180,59 @@ CudaStatus cuda_status() {
     return s;
   }
   cudaDeviceProp prop{};
-  FI_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  try {
+    FI_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    s.device = prop.name;
+    // A device is not enough: without a kernel image for its architecture
+    // every launch fails. One launch, checked element by element, proves it.
+    constexpr int n = 4099;
+    const auto out = cuda_alloc(n);
+    launch(probe_kernel, n, out.get(), n);
+    std::vector<uint8_t> got(n);
+    cuda_download(got.data(), out.get(), n);
+    for (int i = 0; i < n; ++i)
+      if (got[i] != quantize_value(i & 255, 7, i, i >> 3, true))
+        throw KernelError("the probe kernel computed a wrong value at element " + std::to_string(i));
+  } catch (const KernelError& e) {
+    s.reason = "a probe kernel did not run on " + (s.device.empty() ? "device 0" : s.device) +
+               " (compute capability " + std::to_string(prop.major) + "." + std::to_string(prop.minor) +
+               "; this build has kernels for " FASTIMG_CUDA_ARCHITECTURES "): " + e.what();
+    return s;
+  }
   s.available = true;
-  s.device = prop.name;
+  return s;
+}
+
+std::mutex lost_mutex;
+std::string lost_reason;  // the first sticky error, once one was seen
+
+}  // namespace
+
+void cuda_mark_lost(const std::string& what) {
+  const std::lock_guard<std::mutex> lock(lost_mutex);
+  if (lost_reason.empty()) lost_reason = what;
+}
+
+CudaStatus cuda_status() {
+  static const CudaStatus probed = probe();
+  CudaStatus s = probed;
+  const std::lock_guard<std::mutex> lock(lost_mutex);
+  if (!lost_reason.empty()) {
+    s.available = false;
+    s.lost = true;
+    s.reason = "the GPU failed with a sticky error, so this process no longer uses it (" + lost_reason + ")";
+  }
   return s;
 }
 
 std::shared_ptr<uint8_t> cuda_alloc(size_t bytes) {
   void* p = nullptr;
   FI_CUDA_CHECK(cudaMallocAsync(&p, std::max<size_t>(bytes, 1), kStream));
-  // A deleter must not throw; a failed free at this point can only be reported
-  // by the next checked call on the stream.
-  return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [](uint8_t* q) { cudaFreeAsync(q, kStream); });
+  // A deleter must not throw. Its failure is cleared rather than left for an
+  // unrelated call to report; a sticky error comes back at the next call anyway.
+  return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [](uint8_t* q) {
+    if (cudaFreeAsync(q, kStream) != cudaSuccess) cudaGetLastError();
+  });
 }
 
 void cuda_upload(uint8_t* dst, const uint8_t* src, size_t bytes) {
@@ -193,8 +254,7 @@ void cuda_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector
 }
 
 void cuda_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither) {
-  quantize_kernel<<<grid_for(static_cast<size_t>(d.h) * d.w), kThreads, 0, kStream>>>(src, d, dst, levels, dither);
-  FI_CUDA_CHECK_LAUNCH();
+  launch(quantize_kernel, static_cast<size_t>(d.h) * d.w, src, d, dst, levels, dither);
   FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
 }
 
