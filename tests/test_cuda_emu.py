@@ -56,13 +56,16 @@ def test_out_of_memory_at_each_allocation(rng, monkeypatch, op):
     assert fastimg.backends().default == "cuda"
 
 
-def test_memory_limit(rng, monkeypatch):
-    monkeypatch.setenv("FASTIMG_EMU_MEMORY", str(200_000))
-    big, small = rng.image(300, 300, 3), rng.image(50, 50, 3)
-    with pytest.raises(fastimg.DeviceOutOfMemory, match="out of memory"):
-        fastimg.gaussian_blur(big, 3.0, backend="cuda")
-    assert colour_diff(fastimg.gaussian_blur(small, 3.0, backend="cuda"),
-                       fastimg.gaussian_blur(small, 3.0, backend="cpu")) <= 1
+def test_weight_tables_are_uploaded_once_per_geometry(rng, monkeypatch):
+    img = rng.image(45, 67, 3)
+    want = fastimg.resize(img, (23, 41), backend="cpu")
+    fastimg.resize(img, (23, 41), backend="cuda")  # puts this geometry's tables on the device
+    # From then on a call allocates its images only: source, intermediate, result.
+    monkeypatch.setenv("FASTIMG_EMU_OOM_AT", "4")
+    assert colour_diff(fastimg.resize(img, (23, 41), backend="cuda"), want) <= 1
+    monkeypatch.setenv("FASTIMG_EMU_OOM_AT", "3")
+    with pytest.raises(fastimg.DeviceOutOfMemory):
+        fastimg.resize(img, (23, 41), backend="cuda")
 
 
 def test_device_name_says_emulated():
@@ -120,6 +123,27 @@ def test_sticky_error_moves_the_process_to_the_cpu():
     """)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "raised: CUDA error cudaErrorIllegalAddress" in p.stdout
+
+
+def test_memory_limit():
+    # A process of its own, whose device memory holds no cached weight tables.
+    p = run_python("""
+        import numpy as np
+        import fastimg
+
+        rng = np.random.default_rng(2)
+        big, small = rng.integers(0, 256, (300, 300, 3), np.uint8), rng.integers(0, 256, (50, 50, 3), np.uint8)
+        try:
+            fastimg.gaussian_blur(big, 3.0, backend="cuda")
+        except fastimg.DeviceOutOfMemory as e:
+            print("raised:", e)
+        else:
+            raise SystemExit("no DeviceOutOfMemory")
+        got, want = (fastimg.gaussian_blur(small, 3.0, backend=b) for b in ("cuda", "cpu"))
+        assert np.abs(got.astype(int) - want).max() <= 1
+    """, FASTIMG_EMU_MEMORY="200000")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "raised: CUDA error cudaErrorMemoryAllocation" in p.stdout
 
 
 def test_no_kernel_image_for_the_device_means_cpu():

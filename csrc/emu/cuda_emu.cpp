@@ -186,7 +186,12 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
   Device& d = device();
   const std::lock_guard<std::mutex> lock(d.mutex);
   const auto it = d.allocations.find(reinterpret_cast<uintptr_t>(p));
-  if (it == d.allocations.end()) return err != cudaSuccess ? err : fail(cudaErrorInvalidValue);
+  if (it == d.allocations.end()) {
+    // A double free or a free of host memory: the caller ignores the error
+    // (a deleter cannot throw), so it is reported here.
+    std::fprintf(stderr, "fastimg CUDA emulation: cudaFreeAsync(%p) of no live device allocation\n", p);
+    std::abort();
+  }
   // Released even after a sticky error, so that a long run does not leak.
   d.live -= it->second;
   d.allocations.erase(it);
@@ -210,6 +215,23 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return enter(); }
+
+// One pool, whose release threshold changes nothing here: memory is freed at
+// once so that ASan sees every use after free.
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int dev) {
+  if (const cudaError_t err = enter()) return err;
+  if (dev != 0) return fail(cudaErrorInvalidDevice);
+  *pool = reinterpret_cast<cudaMemPool_t>(0x1);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
+  if (const cudaError_t err = enter()) return err;
+  if (pool != reinterpret_cast<cudaMemPool_t>(0x1) || attr != cudaMemPoolAttrReleaseThreshold ||
+      value == nullptr)
+    return fail(cudaErrorInvalidValue);
+  return cudaSuccess;
+}
 
 namespace fi::emu {
 

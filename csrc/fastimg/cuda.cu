@@ -1,6 +1,10 @@
 #include <algorithm>
+#include <cstdint>
+#include <list>
 #include <mutex>
+#include <string_view>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #include "cuda_check.h"
@@ -111,7 +115,7 @@ std::shared_ptr<T> device_array(size_t count) {
   return std::reinterpret_pointer_cast<T>(cuda_alloc(count * sizeof(T)));
 }
 
-// Copies a pass's weight tables to the device; the returned view points there.
+// A pass's weight tables on the device; the view points there.
 struct DevicePass {
   std::shared_ptr<int> start;
   std::shared_ptr<float> weights;
@@ -123,36 +127,97 @@ struct DevicePass {
                                   cudaMemcpyHostToDevice, kStream));
     FI_CUDA_CHECK(cudaMemcpyAsync(weights.get(), p.weights.data(), p.weights.size() * sizeof(float),
                                   cudaMemcpyHostToDevice, kStream));
+    // Complete before any thread's stream may read them from the cache.
+    FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
     view = {p.n_in, p.n_out, p.taps, start.get(), weights.get()};
   }
 };
 
+// Weight tables already on the device, by content: calls of one geometry (the
+// same photo size to the same output size) upload theirs once. Users hold a
+// table until their stream has synchronised, so whoever drops it last frees
+// memory no kernel still reads.
+class PassCache {
+ public:
+  std::shared_ptr<const DevicePass> get(const Pass& p) {
+    const std::string key = key_of(p);
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      const auto it = index_.find(key);
+      if (it != index_.end()) {
+        lru_.splice(lru_.begin(), lru_, it->second);
+        return it->second->second;
+      }
+    }
+    auto made = std::make_shared<const DevicePass>(p);  // uploaded outside the lock
+    const std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = index_.find(key);
+    if (it != index_.end()) return it->second->second;  // another thread was first
+    lru_.emplace_front(key, made);
+    index_.emplace(lru_.front().first, lru_.begin());  // the view into the list's own key
+    if (lru_.size() > kEntries) {
+      index_.erase(lru_.back().first);
+      lru_.pop_back();
+    }
+    return made;
+  }
+
+ private:
+  static constexpr size_t kEntries = 64;  // a few dozen geometries in use at once
+
+  static std::string key_of(const Pass& p) {
+    std::string k(reinterpret_cast<const char*>(&p.n_in), sizeof p.n_in);
+    k.append(reinterpret_cast<const char*>(&p.n_out), sizeof p.n_out);
+    k.append(reinterpret_cast<const char*>(&p.taps), sizeof p.taps);
+    k.append(reinterpret_cast<const char*>(p.start.data()), p.start.size() * sizeof(int));
+    k.append(reinterpret_cast<const char*>(p.weights.data()), p.weights.size() * sizeof(float));
+    return k;
+  }
+
+  using Entry = std::pair<std::string, std::shared_ptr<const DevicePass>>;
+  std::mutex mutex_;
+  std::list<Entry> lru_;  // most recently used first
+  std::unordered_map<std::string_view, std::list<Entry>::iterator> index_;
+};
+
+// Never destroyed: its device memory must not be freed after the runtime is.
+PassCache& pass_cache() {
+  static PassCache* cache = new PassCache;
+  return *cache;
+}
+
+// Keeps a call's weight tables alive until its stream has synchronised.
+using Tables = std::vector<std::shared_ptr<const DevicePass>>;
+
 template <int C, class In, class Out>
-void stage(const In* src, Dims in, Out* dst, const Stage& s) {
-  const DevicePass hp(s.horizontal), vp(s.vertical);
-  const size_t tmp_items = static_cast<size_t>(in.h) * hp.view.n_out;
+void stage(const In* src, Dims in, Out* dst, const Stage& s, Tables& tables) {
+  tables.push_back(pass_cache().get(s.horizontal));
+  tables.push_back(pass_cache().get(s.vertical));
+  const PassView hp = tables[tables.size() - 2]->view, vp = tables.back()->view;
+  const size_t tmp_items = static_cast<size_t>(in.h) * hp.n_out;
   auto tmp = device_array<float>(tmp_items * C);
-  launch(horizontal_kernel<C, In>, tmp_items, src, in.w, in.h, hp.view, tmp.get());
-  const size_t out_items = static_cast<size_t>(vp.view.n_out) * hp.view.n_out;
-  launch(vertical_kernel<C, Out>, out_items, tmp.get(), hp.view.n_out, vp.view, dst);
+  launch(horizontal_kernel<C, In>, tmp_items, src, in.w, in.h, hp, tmp.get());
+  const size_t out_items = static_cast<size_t>(vp.n_out) * hp.n_out;
+  launch(vertical_kernel<C, Out>, out_items, tmp.get(), hp.n_out, vp, dst);
 }
 
 template <int C>
 void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages) {
   // Between stages the image stays in premultiplied floats, as on the CPU.
   std::shared_ptr<float> cur, next;
+  Tables tables;
   for (size_t i = 0; i < stages.size(); ++i) {
     const Stage& s = stages[i];
     const bool first = i == 0, last = i + 1 == stages.size();
     if (!last) next = device_array<float>(static_cast<size_t>(s.vertical.n_out) * s.horizontal.n_out * C);
     if (first && last)
-      stage<C>(src, in, dst, s);
+      stage<C>(src, in, dst, s, tables);
     else if (first)
-      stage<C>(src, in, next.get(), s);
+      stage<C>(src, in, next.get(), s, tables);
     else if (last)
-      stage<C>(cur.get(), in, dst, s);
+      stage<C>(cur.get(), in, dst, s, tables);
     else
-      stage<C>(cur.get(), in, next.get(), s);
+      stage<C>(cur.get(), in, next.get(), s, tables);
     in = {s.vertical.n_out, s.horizontal.n_out, C};
     cur.swap(next);
   }
@@ -226,6 +291,19 @@ CudaStatus cuda_status() {
 }
 
 std::shared_ptr<uint8_t> cuda_alloc(size_t bytes) {
+  // The device's default pool hands its free memory back to the driver at
+  // every synchronisation unless told otherwise: then every call's buffers
+  // were new driver allocations. Kept instead, they are reused.
+  static const bool pool_keeps_memory = [] {
+    int dev = 0;
+    FI_CUDA_CHECK(cudaGetDevice(&dev));
+    cudaMemPool_t pool;
+    FI_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+    uint64_t threshold = UINT64_MAX;
+    FI_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    return true;
+  }();
+  (void)pool_keeps_memory;
   void* p = nullptr;
   FI_CUDA_CHECK(cudaMallocAsync(&p, std::max<size_t>(bytes, 1), kStream));
   // A deleter must not throw. Its failure is cleared rather than left for an
