@@ -34,6 +34,8 @@ info = fastimg.backends()
 assert info.default == "cuda" and "emulation" in info.cuda_device, info
 print("CUDA emulation:", info.describe(), "from", fastimg.__file__)
 PY
+# --capture=sys: sanitizer reports go to file descriptor 2, which pytest's
+# default capture would take with it when ASan aborts the process.
 tests=(tests/test_kernels_cuda.py tests/test_cuda_emu.py)
-run python -m pytest "${tests[@]}" -q -p no:cacheprovider
-run env FASTIMG_EMU_SMS=1 python -m pytest "${tests[@]}" -q -p no:cacheprovider
+run python -m pytest "${tests[@]}" -q -p no:cacheprovider --capture=sys
+run env FASTIMG_EMU_SMS=1 python -m pytest "${tests[@]}" -q -p no:cacheprovider --capture=sys
