@@ -38,7 +38,8 @@ using U8Array = py::array_t<uint8_t, py::array::c_style>;
 Dims dims_of(const U8Array& a) {
   if (a.ndim() == 2) return {static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)), 1};
   if (a.ndim() == 3)
-    return {static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)), static_cast<int>(a.shape(2))};
+    return {static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
+            static_cast<int>(a.shape(2))};
   throw py::value_error("image must have 2 or 3 dimensions");
 }
 
@@ -94,7 +95,8 @@ PYBIND11_MODULE(_core, m) {
       "fastimg.KernelError",
       "A kernel backend failed (a CUDA error); the message names the call and source line.",
       PyExc_RuntimeError, nullptr);
-  const py::tuple oom_bases = py::make_tuple(py::handle(kernel_error), py::handle(PyExc_MemoryError));
+  const py::tuple oom_bases =
+      py::make_tuple(py::handle(kernel_error), py::handle(PyExc_MemoryError));
   device_out_of_memory = PyErr_NewExceptionWithDoc(
       "fastimg.DeviceOutOfMemory",
       "The GPU ran out of memory. Transient: nothing is broken, a later call may succeed.",
@@ -166,10 +168,11 @@ PYBIND11_MODULE(_core, m) {
              return Image::upload(p, d, b);
            }),
            py::arg("pixels"), py::arg("backend"), py::arg("copy") = true)
-      .def_property_readonly("dims", [](const Image& i) {
-        const Dims d = i.dims();
-        return py::make_tuple(d.h, d.w, d.c);
-      })
+      .def_property_readonly("dims",
+                             [](const Image& i) {
+                               const Dims d = i.dims();
+                               return py::make_tuple(d.h, d.w, d.c);
+                             })
       .def_property_readonly("backend", &Image::backend)
       .def("resize", &Image::resize, py::call_guard<py::gil_scoped_release>())
       .def("gaussian_blur", &Image::gaussian_blur, py::call_guard<py::gil_scoped_release>())

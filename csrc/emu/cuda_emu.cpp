@@ -66,7 +66,7 @@ Device& device() {
   return *d;
 }
 
-std::atomic<int> sticky{cudaSuccess};   // the context's error, for every thread
+std::atomic<int> sticky{cudaSuccess};    // the context's error, for every thread
 std::atomic<bool> fault_pending{false};  // a kernel faulted; no call has seen it yet
 thread_local cudaError_t last_error = cudaSuccess;
 
@@ -89,9 +89,7 @@ cudaError_t enter() {
 
 int multiprocessors() { return static_cast<int>(std::max(1L, env_long("FASTIMG_EMU_SMS", 132))); }
 
-size_t memory_bytes() {
-  return static_cast<size_t>(env_long("FASTIMG_EMU_MEMORY", 80L << 30));
-}
+size_t memory_bytes() { return static_cast<size_t>(env_long("FASTIMG_EMU_MEMORY", 80L << 30)); }
 
 }  // namespace
 
@@ -115,7 +113,8 @@ const char* cudaGetErrorString(cudaError_t err) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorNoKernelImageForDevice: return "no kernel image is available for execution on the device";
+    case cudaErrorNoKernelImageForDevice:
+      return "no kernel image is available for execution on the device";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     default: return "unknown error";
   }
@@ -189,7 +188,8 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
   if (it == d.allocations.end()) {
     // A double free or a free of host memory: the caller ignores the error
     // (a deleter cannot throw), so it is reported here.
-    std::fprintf(stderr, "fastimg CUDA emulation: cudaFreeAsync(%p) of no live device allocation\n", p);
+    std::fprintf(stderr, "fastimg CUDA emulation: cudaFreeAsync(%p) of no live device allocation\n",
+                 p);
     std::abort();
   }
   // Released even after a sticky error, so that a long run does not leak.

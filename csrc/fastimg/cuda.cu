@@ -60,7 +60,8 @@ __global__ void vertical_kernel(const float* tmp, int w, PassView vp, Out* dst) 
     const int y = static_cast<int>(i / w), x = static_cast<int>(i % w);
     const F32Column<C> column{tmp + static_cast<size_t>(x) * C, pitch};
     float acc[C];
-    weighted_sum<C>(column, vp.start[y], vp.weights + static_cast<size_t>(y) * vp.taps, vp.taps, acc);
+    weighted_sum<C>(column, vp.start[y], vp.weights + static_cast<size_t>(y) * vp.taps, vp.taps,
+                    acc);
     if constexpr (std::is_same_v<Out, float>)
       for (int c = 0; c < C; ++c) dst[i * C + c] = acc[c];  // stays premultiplied, unrounded
     else
@@ -209,7 +210,8 @@ void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Sta
   for (size_t i = 0; i < stages.size(); ++i) {
     const Stage& s = stages[i];
     const bool first = i == 0, last = i + 1 == stages.size();
-    if (!last) next = device_array<float>(static_cast<size_t>(s.vertical.n_out) * s.horizontal.n_out * C);
+    if (!last)
+      next = device_array<float>(static_cast<size_t>(s.vertical.n_out) * s.horizontal.n_out * C);
     if (first && last)
       stage<C>(src, in, dst, s, tables);
     else if (first)
@@ -257,10 +259,12 @@ CudaStatus probe() {
     cuda_download(got.data(), out.get(), n);
     for (int i = 0; i < n; ++i)
       if (got[i] != quantize_value(i & 255, 7, i, i >> 3, true))
-        throw KernelError("the probe kernel computed a wrong value at element " + std::to_string(i));
+        throw KernelError("the probe kernel computed a wrong value at element " +
+                          std::to_string(i));
   } catch (const KernelError& e) {
     s.reason = "a probe kernel did not run on " + (s.device.empty() ? "device 0" : s.device) +
-               " (compute capability " + std::to_string(prop.major) + "." + std::to_string(prop.minor) +
+               " (compute capability " + std::to_string(prop.major) + "." +
+               std::to_string(prop.minor) +
                "; this build has kernels for " FASTIMG_CUDA_ARCHITECTURES "): " + e.what();
     return s;
   }
@@ -285,7 +289,8 @@ CudaStatus cuda_status() {
   if (!lost_reason.empty()) {
     s.available = false;
     s.lost = true;
-    s.reason = "the GPU failed with a sticky error, so this process no longer uses it (" + lost_reason + ")";
+    s.reason = "the GPU failed with a sticky error, so this process no longer uses it (" +
+               lost_reason + ")";
   }
   return s;
 }

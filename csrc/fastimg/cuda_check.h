@@ -34,8 +34,7 @@ inline bool is_sticky(cudaError_t err) {
     case 226:  // cudaErrorContained and cudaErrorTensorMemoryLeak: named only
     case 721:  // since CUDA 12.x, and as sticky as the others
       return true;
-    default:
-      return false;
+    default: return false;
   }
 }
 

@@ -102,8 +102,8 @@ FI_HD void store_u8(const float px[C], uint8_t* p) {
 FI_HD int bayer8(int x, int y) {
   // Bit-interleave of (x ^ y, y), reversed: the classic recursive construction.
   const int a = (x ^ y) & 7, b = y & 7;
-  return ((a & 1) << 5) | ((b & 1) << 4) | ((a & 2) << 2) | ((b & 2) << 1) |
-         ((a & 4) >> 1) | ((b & 4) >> 2);
+  return ((a & 1) << 5) | ((b & 1) << 4) | ((a & 2) << 2) | ((b & 2) << 1) | ((a & 4) >> 1) |
+         ((b & 4) >> 2);
 }
 
 // Uniform quantisation of one 8-bit value to `levels` values spread evenly
@@ -113,7 +113,7 @@ FI_HD int bayer8(int x, int y) {
 //   out   = round(index * 255 / (levels - 1)).
 FI_HD uint8_t quantize_value(int v, int levels, int x, int y, bool dither) {
   const int n = levels - 1;
-  const int t2 = dither ? 2 * bayer8(x, y) + 1 : 64;  // 128 * t
+  const int t2 = dither ? 2 * bayer8(x, y) + 1 : 64;         // 128 * t
   const int index = (v * n * 128 + t2 * 255) / (128 * 255);  // <= n since v <= 255
   return static_cast<uint8_t>((index * 510 + n) / (2 * n));
 }
