@@ -37,6 +37,15 @@ struct F32Column {
   __device__ void load(int i, float px[C]) const { load_f32<C>(p + i * pitch, px); }
 };
 
+// The horizontal pass's weights are stored tap-major on the device (tap k of
+// output x at k * n_out + x): the threads of a warp compute neighbouring
+// outputs x, so their reads of one tap are contiguous instead of `taps` apart.
+struct TapMajor {
+  const float* p;  // tap 0 of this output
+  int n_out;
+  __device__ float operator[](int k) const { return p[static_cast<size_t>(k) * n_out]; }
+};
+
 // Grid-stride loops: any grid size covers any image, and the launch below
 // sizes the grid to the device instead of to the image.
 template <int C, class In>
@@ -46,8 +55,7 @@ __global__ void horizontal_kernel(const In* src, int in_w, int rows, PassView hp
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const int y = static_cast<int>(i / hp.n_out), x = static_cast<int>(i % hp.n_out);
     const Row<C, In> row{src + static_cast<size_t>(y) * in_w * C};
-    weighted_sum<C>(row, hp.start[x], hp.weights + static_cast<size_t>(x) * hp.taps, hp.taps,
-                    tmp + i * C);
+    weighted_sum<C>(row, hp.start[x], TapMajor{hp.weights + x, hp.n_out}, hp.taps, tmp + i * C);
   }
 }
 
@@ -116,17 +124,30 @@ std::shared_ptr<T> device_array(size_t count) {
   return std::reinterpret_pointer_cast<T>(cuda_alloc(count * sizeof(T)));
 }
 
+// Weights in the order the kernels read them: output-major as the host builds
+// them (vertical pass: a warp shares one output row), or tap-major (TapMajor).
+enum class Layout : char { OutputMajor, TapMajor };
+
 // A pass's weight tables on the device; the view points there.
 struct DevicePass {
   std::shared_ptr<int> start;
   std::shared_ptr<float> weights;
   PassView view;
 
-  explicit DevicePass(const Pass& p)
+  DevicePass(const Pass& p, Layout layout)
       : start(device_array<int>(p.start.size())), weights(device_array<float>(p.weights.size())) {
+    std::vector<float> transposed;
+    if (layout == Layout::TapMajor) {
+      transposed.resize(p.weights.size());
+      for (int x = 0; x < p.n_out; ++x)
+        for (int k = 0; k < p.taps; ++k)
+          transposed[static_cast<size_t>(k) * p.n_out + x] =
+              p.weights[static_cast<size_t>(x) * p.taps + k];
+    }
+    const std::vector<float>& w = layout == Layout::TapMajor ? transposed : p.weights;
     FI_CUDA_CHECK(cudaMemcpyAsync(start.get(), p.start.data(), p.start.size() * sizeof(int),
                                   cudaMemcpyHostToDevice, kStream));
-    FI_CUDA_CHECK(cudaMemcpyAsync(weights.get(), p.weights.data(), p.weights.size() * sizeof(float),
+    FI_CUDA_CHECK(cudaMemcpyAsync(weights.get(), w.data(), w.size() * sizeof(float),
                                   cudaMemcpyHostToDevice, kStream));
     // Complete before any thread's stream may read them from the cache.
     FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
@@ -140,8 +161,8 @@ struct DevicePass {
 // memory no kernel still reads.
 class PassCache {
  public:
-  std::shared_ptr<const DevicePass> get(const Pass& p) {
-    const std::string key = key_of(p);
+  std::shared_ptr<const DevicePass> get(const Pass& p, Layout layout) {
+    const std::string key = key_of(p, layout);
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       const auto it = index_.find(key);
@@ -150,7 +171,7 @@ class PassCache {
         return it->second->second;
       }
     }
-    auto made = std::make_shared<const DevicePass>(p);  // uploaded outside the lock
+    auto made = std::make_shared<const DevicePass>(p, layout);  // uploaded outside the lock
     const std::lock_guard<std::mutex> lock(mutex_);
     const auto it = index_.find(key);
     if (it != index_.end()) return it->second->second;  // another thread was first
@@ -166,8 +187,9 @@ class PassCache {
  private:
   static constexpr size_t kEntries = 64;  // a few dozen geometries in use at once
 
-  static std::string key_of(const Pass& p) {
-    std::string k(reinterpret_cast<const char*>(&p.n_in), sizeof p.n_in);
+  static std::string key_of(const Pass& p, Layout layout) {
+    std::string k(1, static_cast<char>(layout));
+    k.append(reinterpret_cast<const char*>(&p.n_in), sizeof p.n_in);
     k.append(reinterpret_cast<const char*>(&p.n_out), sizeof p.n_out);
     k.append(reinterpret_cast<const char*>(&p.taps), sizeof p.taps);
     k.append(reinterpret_cast<const char*>(p.start.data()), p.start.size() * sizeof(int));
@@ -192,8 +214,8 @@ using Tables = std::vector<std::shared_ptr<const DevicePass>>;
 
 template <int C, class In, class Out>
 void stage(const In* src, Dims in, Out* dst, const Stage& s, Tables& tables) {
-  tables.push_back(pass_cache().get(s.horizontal));
-  tables.push_back(pass_cache().get(s.vertical));
+  tables.push_back(pass_cache().get(s.horizontal, Layout::TapMajor));
+  tables.push_back(pass_cache().get(s.vertical, Layout::OutputMajor));
   const PassView hp = tables[tables.size() - 2]->view, vp = tables.back()->view;
   const size_t tmp_items = static_cast<size_t>(in.h) * hp.n_out;
   auto tmp = device_array<float>(tmp_items * C);

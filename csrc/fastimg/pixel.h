@@ -56,9 +56,11 @@ FI_HD void load_f32(const float* p, float px[C]) {
 }
 
 // The weighted sum of one output pixel. `Src` is any object with
-// `load(i, px)`: 8-bit or float pixels, host or device memory.
-template <int C, class Src>
-FI_HD void weighted_sum(const Src& src, int start, const float* w, int taps, float acc[C]) {
+// `load(i, px)`: 8-bit or float pixels, host or device memory. `w[k]` is the
+// weight of tap k: a pointer to the output's row of the table, or a view of a
+// table stored tap-major.
+template <int C, class Src, class Weights>
+FI_HD void weighted_sum(const Src& src, int start, const Weights& w, int taps, float acc[C]) {
   for (int c = 0; c < C; ++c) acc[c] = 0.0f;
   for (int k = 0; k < taps; ++k) {
     float px[C];
