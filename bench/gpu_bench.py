@@ -1,8 +1,9 @@
 """GPU kernel throughput on a 12 MP RGB image: ``python bench/gpu_bench.py``.
 
 Images stay on the device (``fastimg.Image``), so each timing covers the
-kernels plus their per-call launch, weight-table upload and synchronisation,
-not the bus. Bandwidth counts the bytes each operation must read and write
+kernels plus their per-call launch, allocation from the pool and
+synchronisation, not the bus (the weight tables are on the device after the
+warm-up call). Bandwidth counts the bytes each operation must read and write
 once; the device's own copy bandwidth (a device-to-device copy, timed with
 CUDA events through PyTorch when it is installed) is the yardstick.
 """

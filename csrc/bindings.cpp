@@ -14,13 +14,32 @@ using fi::Image;
 
 namespace {
 
+// The kernels' exception types (fastimg.KernelError and its subclasses), made
+// here so that each gets its Python bases; kept alive for the translator.
+PyObject* kernel_error = nullptr;
+PyObject* device_out_of_memory = nullptr;
+PyObject* device_lost = nullptr;
+
+void translate(std::exception_ptr p) {
+  try {
+    if (p) std::rethrow_exception(p);
+  } catch (const fi::DeviceOutOfMemory& e) {
+    PyErr_SetString(device_out_of_memory, e.what());
+  } catch (const fi::DeviceLost& e) {
+    PyErr_SetString(device_lost, e.what());
+  } catch (const fi::KernelError& e) {
+    PyErr_SetString(kernel_error, e.what());
+  }
+}
+
 // No forcecast: an array of the wrong dtype or layout is rejected, not copied.
 using U8Array = py::array_t<uint8_t, py::array::c_style>;
 
 Dims dims_of(const U8Array& a) {
   if (a.ndim() == 2) return {static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)), 1};
   if (a.ndim() == 3)
-    return {static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)), static_cast<int>(a.shape(2))};
+    return {static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
+            static_cast<int>(a.shape(2))};
   throw py::value_error("image must have 2 or 3 dimensions");
 }
 
@@ -44,10 +63,54 @@ void apply(const U8Array& src, U8Array& dst, Backend backend, Op op) {
   }
 }
 
+// Stages described as ("resize", width, height, filter) or ("blur", sigma)
+// steps from an image of in_w x in_h; intermediates stay unrounded floats.
+std::vector<fi::Stage> stages_of(const py::list& steps, int w, int h) {
+  std::vector<fi::Stage> stages;
+  for (const py::handle step : steps) {
+    const auto t = step.cast<py::tuple>();
+    const auto kind = t[0].cast<std::string>();
+    if (kind == "resize") {
+      const int nw = t[1].cast<int>(), nh = t[2].cast<int>();
+      const auto f = t[3].cast<Filter>();
+      stages.push_back({fi::resize_pass(w, nw, f), fi::resize_pass(h, nh, f)});
+      w = nw;
+      h = nh;
+    } else if (kind == "blur") {
+      for (auto& s : fi::gaussian_stages(w, h, t[1].cast<double>())) stages.push_back(std::move(s));
+    } else {
+      throw py::value_error("a step is (\"resize\", width, height, filter) or (\"blur\", sigma)");
+    }
+  }
+  if (stages.empty()) throw py::value_error("no steps");
+  return stages;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastimg native kernels (use the fastimg package, not this module)";
+
+  kernel_error = PyErr_NewExceptionWithDoc(
+      "fastimg.KernelError",
+      "A kernel backend failed (a CUDA error); the message names the call and source line.",
+      PyExc_RuntimeError, nullptr);
+  const py::tuple oom_bases =
+      py::make_tuple(py::handle(kernel_error), py::handle(PyExc_MemoryError));
+  device_out_of_memory = PyErr_NewExceptionWithDoc(
+      "fastimg.DeviceOutOfMemory",
+      "The GPU ran out of memory. Transient: nothing is broken, a later call may succeed.",
+      oom_bases.ptr(), nullptr);
+  device_lost = PyErr_NewExceptionWithDoc(
+      "fastimg.DeviceLost",
+      "The GPU failed with a sticky error (illegal address, ECC, lost device): CUDA is unusable "
+      "for the rest of the process, which goes on with the CPU backend.",
+      kernel_error, nullptr);
+  if (!kernel_error || !device_out_of_memory || !device_lost) throw py::error_already_set();
+  m.attr("KernelError") = py::reinterpret_borrow<py::object>(kernel_error);
+  m.attr("DeviceOutOfMemory") = py::reinterpret_borrow<py::object>(device_out_of_memory);
+  m.attr("DeviceLost") = py::reinterpret_borrow<py::object>(device_lost);
+  py::register_exception_translator(translate);
 
   py::enum_<Backend>(m, "Backend").value("cpu", Backend::CPU).value("cuda", Backend::CUDA);
   py::enum_<Filter>(m, "Filter")
@@ -60,11 +123,15 @@ PYBIND11_MODULE(_core, m) {
     const fi::CudaStatus s = fi::cuda_status();
     py::dict d;
     d["compiled"] = s.compiled;
+    d["emulated"] = s.emulated;
     d["available"] = s.available;
+    d["lost"] = s.lost;
     d["device"] = s.device;
     d["reason"] = s.reason;
     return d;
   });
+
+  m.def("cuda_lost", [] { return fi::cuda_status().lost; });
 
   m.def("resize", [](const U8Array& src, U8Array& dst, Filter f, Backend b) {
     apply(src, dst, b, [f](const Image& s, Image& d) { s.resize_into(d, f); });
@@ -74,6 +141,13 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("quantize", [](const U8Array& src, U8Array& dst, int levels, bool dither, Backend b) {
     apply(src, dst, b, [=](const Image& s, Image& d) { s.quantize_into(d, levels, dither); });
+  });
+  // Several resize and blur steps as one chain of stages (the tests use it
+  // for chains of three and more, which no public call makes).
+  m.def("separable", [](const U8Array& src, U8Array& dst, const py::list& steps, Backend b) {
+    const Dims in = dims_of(src);
+    const std::vector<fi::Stage> stages = stages_of(steps, in.w, in.h);
+    apply(src, dst, b, [&stages](const Image& s, Image& d) { s.separable_into(d, stages); });
   });
 
   py::class_<Image>(m, "Image")
@@ -94,10 +168,11 @@ PYBIND11_MODULE(_core, m) {
              return Image::upload(p, d, b);
            }),
            py::arg("pixels"), py::arg("backend"), py::arg("copy") = true)
-      .def_property_readonly("dims", [](const Image& i) {
-        const Dims d = i.dims();
-        return py::make_tuple(d.h, d.w, d.c);
-      })
+      .def_property_readonly("dims",
+                             [](const Image& i) {
+                               const Dims d = i.dims();
+                               return py::make_tuple(d.h, d.w, d.c);
+                             })
       .def_property_readonly("backend", &Image::backend)
       .def("resize", &Image::resize, py::call_guard<py::gil_scoped_release>())
       .def("gaussian_blur", &Image::gaussian_blur, py::call_guard<py::gil_scoped_release>())

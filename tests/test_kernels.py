@@ -10,6 +10,7 @@ from PIL import Image
 
 import fastimg
 import reference as ref
+from fastimg import _core
 from conftest import PHOTOS, load_photo
 
 CHANNELS = [None, 1, 3, 4]  # None: a 2-D (H, W) array
@@ -115,13 +116,16 @@ def test_resize_close_to_pillow(filter, name):
         assert np.abs(ours.astype(float) - pillow).mean() < 0.3, size
 
 
+# copy=False shares the array on the CPU only (CUDA uploads either way, which
+# test_kernels_cuda.py checks), so these pin the CPU whatever the default is.
 def test_image_without_copy_works_on_the_array_itself(rng):
     img = rng.image(37, 53, 3)
-    want = fastimg.resize(img, (20, 11))
-    shared, private = fastimg.Image(img, copy=False), fastimg.Image(img.copy())
+    want = fastimg.resize(img, (20, 11), backend="cpu")
+    shared = fastimg.Image(img, backend="cpu", copy=False)
+    private = fastimg.Image(img.copy(), backend="cpu")
     np.testing.assert_array_equal(shared.resize((20, 11)).numpy(), want)
     img[:] = 255 - img  # visible through the shared image only
-    np.testing.assert_array_equal(shared.resize((20, 11)).numpy(), fastimg.resize(img, (20, 11)))
+    np.testing.assert_array_equal(shared.resize((20, 11)).numpy(), fastimg.resize(img, (20, 11), backend="cpu"))
     np.testing.assert_array_equal(private.resize((20, 11)).numpy(), want)
 
 
@@ -134,9 +138,9 @@ def test_image_without_copy_keeps_its_array_alive(rng):
 
     img = Owned((41, 29, 4), np.uint8)  # owns its memory
     img[:] = rng.image(41, 29, 4)
-    want = fastimg.resize(np.asarray(img), (9, 7))
+    want = fastimg.resize(np.asarray(img), (9, 7), backend="cpu")
     alive = weakref.ref(img)
-    shared = fastimg.Image(img, copy=False)
+    shared = fastimg.Image(img, backend="cpu", copy=False)
     del img
     gc.collect()
     assert alive() is not None
@@ -144,6 +148,52 @@ def test_image_without_copy_keeps_its_array_alive(rng):
     del shared
     gc.collect()
     assert alive() is None
+
+
+def chain(img: np.ndarray, steps: list, backend: str) -> np.ndarray:
+    """Resize ("resize", w, h, filter) and blur ("blur", sigma) steps run as
+    one chain of separable stages, unrounded in between: the only way to make
+    three stages or more, which no public call does."""
+    core_steps = [(s[0], s[1], s[2], getattr(_core.Filter, s[3])) if s[0] == "resize" else s for s in steps]
+    width, height = next(((s[1], s[2]) for s in reversed(steps) if s[0] == "resize"), img.shape[1::-1])
+    out = np.empty((height, width) + img.shape[2:], np.uint8)
+    _core.separable(img, out, core_steps, getattr(_core.Backend, backend))
+    return out
+
+
+def chain_steps(hw: tuple, kind: str) -> list:
+    """Three stages or more from an image of size hw: resizes of several
+    filters down and up, or resizes around a (one-stage) blur."""
+    h, w = hw
+    def size(f: float) -> tuple:
+        return max(1, round(w * f)), max(1, round(h * f))
+    if kind == "resizes":
+        return [("resize", *size(0.6), "lanczos3"), ("resize", *size(1.3), "bicubic"), ("resize", *size(0.45), "box")]
+    return [("resize", *size(1.7), "bilinear"), ("blur", 1.5), ("resize", *size(0.8), "lanczos3")]
+
+
+def chain_reference(img: np.ndarray, steps: list) -> np.ndarray:
+    from scipy import ndimage
+
+    f = ref._premultiply(img if img.ndim == 3 else img[..., None])
+    for s in steps:
+        if s[0] == "resize":
+            f = np.tensordot(ref.resize_matrix(f.shape[0], s[2], s[3]), f, axes=(1, 0))
+            f = np.moveaxis(np.tensordot(ref.resize_matrix(f.shape[1], s[1], s[3]), f, axes=(1, 1)), 0, 1)
+        else:
+            w = ref.gaussian_weights(s[1])
+            f = ndimage.correlate1d(ndimage.correlate1d(f, w, axis=0, mode="reflect"), w, axis=1, mode="reflect")
+    out = ref._unpremultiply(f)
+    return out if img.ndim == 3 else out[..., 0]
+
+
+@pytest.mark.parametrize("kind", ["resizes", "blur"])
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("hw", [(1, 1), (37, 53), (101, 17)])
+def test_three_stage_chain_matches_float64_reference(rng, kind, channels, hw):
+    img = rng.image(*hw, channels)
+    steps = chain_steps(hw, kind)
+    assert colour_diff(chain(img, steps, "cpu"), chain_reference(img, steps)) <= 1, rng
 
 
 def test_wide_blur_of_a_photo_with_alpha():

@@ -1,5 +1,6 @@
 """The same kernels on the GPU: equal to the CPU results (to 1 level for the
-float passes, exactly for quantize). Skipped, with the reason, without a GPU."""
+float passes, exactly for quantize). Skipped, with the reason, without a GPU;
+tests/emu/run.sh runs them on the host emulation of the CUDA source."""
 
 from __future__ import annotations
 
@@ -11,14 +12,20 @@ import pytest
 import fastimg
 import reference as ref
 from conftest import PHOTOS, load_photo, requires_cuda
-from test_kernels import CHANNELS, ODD_SIZES, colour_diff, red_disc_on_transparent
+from test_kernels import CHANNELS, ODD_SIZES, chain, chain_steps, colour_diff, red_disc_on_transparent
 
 pytestmark = requires_cuda
+
+# On the host emulation (tests/emu/run.sh) every GPU thread runs in turn on one
+# core, under ASan: there the large cases are smaller, yet large enough that a
+# one-SM grid loops over each many times.
+EMULATED = bool(fastimg._core.cuda_status()["emulated"])
+LARGE = (307, 251) if EMULATED else (1013, 771)
 
 
 @pytest.mark.parametrize("filter", fastimg.FILTERS)
 @pytest.mark.parametrize("channels", CHANNELS)
-@pytest.mark.parametrize("hw", ODD_SIZES + [(1013, 771)])
+@pytest.mark.parametrize("hw", ODD_SIZES + [LARGE])
 @pytest.mark.parametrize("scale", [0.07, 0.5, 2.7])
 def test_resize_gpu_equals_cpu(rng, filter, channels, hw, scale):
     img = rng.image(*hw, channels)
@@ -27,9 +34,10 @@ def test_resize_gpu_equals_cpu(rng, filter, channels, hw, scale):
     assert colour_diff(gpu, fastimg.resize(img, size, filter=filter, backend="cpu")) <= 1, rng
 
 
-@pytest.mark.parametrize("sigma", [0.3, 2.5, 8.0, 40.0])
+# 6 and up: two stages, the second on a coarser grid.
+@pytest.mark.parametrize("sigma", [0.3, 2.5, 6.0, 8.0, 40.0, 200.0])
 @pytest.mark.parametrize("channels", CHANNELS)
-@pytest.mark.parametrize("hw", ODD_SIZES + [(1013, 771)])
+@pytest.mark.parametrize("hw", ODD_SIZES + [LARGE])
 def test_blur_gpu_equals_cpu(rng, sigma, channels, hw):
     img = rng.image(*hw, channels)
     gpu = fastimg.gaussian_blur(img, sigma, backend="cuda")
@@ -38,17 +46,65 @@ def test_blur_gpu_equals_cpu(rng, sigma, channels, hw):
 
 @pytest.mark.parametrize("dither", [False, True])
 @pytest.mark.parametrize("channels", CHANNELS)
-def test_quantize_gpu_is_exact(rng, dither, channels):
-    img = rng.image(517, 333, channels)
-    for levels in (2, 5, 32, 256):
+@pytest.mark.parametrize("hw", ODD_SIZES + [(517, 333)])
+def test_quantize_gpu_is_exact(rng, dither, channels, hw):
+    img = rng.image(*hw, channels)
+    for levels in (2, 3, 5, 32, 256):
         np.testing.assert_array_equal(
             fastimg.quantize(img, levels, dither=dither, backend="cuda"), ref.quantize(img, levels, dither)
         )
 
 
+# Three stages and more: stage<C, float, float> between the first and the last.
+@pytest.mark.parametrize("steps", ["resizes", "blur", "two-wide-blurs"])
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("hw", ODD_SIZES + [(211, 389)])
+def test_chains_of_stages_gpu_equal_cpu(rng, steps, channels, hw):
+    img = rng.image(*hw, channels)
+    s = [("blur", 8.0), ("blur", 6.5)] if steps == "two-wide-blurs" else chain_steps(hw, steps)
+    assert colour_diff(chain(img, s, "cuda"), chain(img, s, "cpu")) <= 1, rng
+
+
+def test_random_cases_gpu_equal_cpu(rng):
+    # Sizes, channels, operations and parameters drawn afresh on every run.
+    g = rng.gen
+    for _ in range(60):
+        h, w = (int(v) for v in g.integers(1, 300, 2))
+        img = rng.image(h, w, [None, 1, 3, 4][g.integers(4)])
+        op = g.integers(3)
+        if op == 0:
+            size = tuple(int(v) for v in g.integers(1, 2 * max(h, w) + 2, 2))
+            f = fastimg.FILTERS[g.integers(len(fastimg.FILTERS))]
+            case = (size, f)
+            got = fastimg.resize(img, size, filter=f, backend="cuda")
+            want = fastimg.resize(img, size, filter=f, backend="cpu")
+        elif op == 1:
+            sigma = float(np.exp(g.uniform(np.log(0.3), np.log(200.0))))
+            case = sigma
+            got, want = (fastimg.gaussian_blur(img, sigma, backend=b) for b in ("cuda", "cpu"))
+        else:
+            levels, dither = int(g.integers(2, 257)), bool(g.integers(2))
+            case = (levels, dither)
+            got = fastimg.quantize(img, levels, dither=dither, backend="cuda")
+            np.testing.assert_array_equal(got, fastimg.quantize(img, levels, dither=dither, backend="cpu"))
+            continue
+        assert colour_diff(got, want) <= 1, (rng, img.shape, case)
+
+
+def test_image_without_copy_on_gpu_is_uploaded(rng):
+    # copy=False shares the array on the CPU only; on CUDA it is uploaded.
+    img = rng.image(37, 53, 3)
+    gpu = fastimg.Image(img, backend="cuda", copy=False)
+    want = fastimg.resize(img, (20, 11), backend="cpu")
+    img[:] = 255 - img
+    assert colour_diff(gpu.resize((20, 11)).numpy(), want) <= 1
+
+
 @pytest.mark.parametrize("name", PHOTOS)
 def test_photos_gpu_equals_cpu(name):
     img = load_photo(name)
+    if EMULATED:
+        img = np.ascontiguousarray(img[:300, :400])
     h, w = img.shape[:2]
     src = fastimg.Image(img, backend="cuda")
     assert src.backend == "cuda"
@@ -82,7 +138,7 @@ def test_gpu_alpha_edges_keep_their_colour():
 
 def test_gpu_threads_each_get_correct_results(rng):
     # Each thread has its own default stream; results must not mix.
-    imgs = [rng.image(640, 480, 3) for _ in range(8)]
+    imgs = [rng.image(*((120, 160) if EMULATED else (640, 480)), 3) for _ in range(8)]
     want = [fastimg.resize(i, (200, 150), backend="cpu") for i in imgs]
     got: list = [None] * len(imgs)
 

@@ -69,8 +69,8 @@ FI_INLINE void transpose16(V m[16]) {
   for (int round = 0; round < 4; ++round) {
     V t[16];
     for (int i = 0; i < 8; ++i) {
-      t[2 * i] = __builtin_shufflevector(m[i], m[i + 8], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6,
-                                         22, 7, 23);
+      t[2 * i] = __builtin_shufflevector(m[i], m[i + 8], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21,
+                                         6, 22, 7, 23);
       t[2 * i + 1] = __builtin_shufflevector(m[i], m[i + 8], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28,
                                              13, 29, 14, 30, 15, 31);
     }
@@ -81,9 +81,11 @@ FI_INLINE void transpose16(V m[16]) {
 // Premultiplies four RGBA pixels in place.
 FI_INLINE void premultiply4(float* q) {
   const Vec16 v = load16<Vec16>(q);
-  const Vec16 a = __builtin_shufflevector(v, v, 3, 3, 3, 3, 7, 7, 7, 7, 11, 11, 11, 11, 15, 15, 15, 15);
+  const Vec16 a =
+      __builtin_shufflevector(v, v, 3, 3, 3, 3, 7, 7, 7, 7, 11, 11, 11, 11, 15, 15, 15, 15);
   // Colour lanes from the product, alpha lanes (19, 23, ...) kept.
-  store16(q, __builtin_shufflevector(premultiply(v, a), v, 0, 1, 2, 19, 4, 5, 6, 23, 8, 9, 10, 27, 12, 13, 14, 31));
+  store16(q, __builtin_shufflevector(premultiply(v, a), v, 0, 1, 2, 19, 4, 5, 6, 23, 8, 9, 10, 27,
+                                     12, 13, 14, 31));
 }
 
 // Rows per block of the horizontal pass, which transposes a block so that one
@@ -105,10 +107,8 @@ class Separable {
       : src_(src), in_(in), hp_(hp), vp_(vp), dst_(dst), row_len_(static_cast<size_t>(in.w) * C),
         strips_((in.w + kStrip - 1) / kStrip),
         ring_(static_cast<size_t>(strips_) * vp.taps * kStrip * C, 0.0f),
-        ring_row_(static_cast<size_t>(strips_) * vp.taps, -1),
-        window_(vp.taps),
-        rows_(row_len_ * kRows),
-        block_(row_len_ * kRows),
+        ring_row_(static_cast<size_t>(strips_) * vp.taps, -1), window_(vp.taps),
+        rows_(row_len_ * kRows), block_(row_len_ * kRows),
         out_block_(static_cast<size_t>(hp.n_out) * C * kRows) {}
 
   // Block by block of kRows output rows, so that the float rows between the
@@ -213,7 +213,8 @@ class Separable {
         Vec16 out[C];
         finish<C>(sum, out);
         for (int c = 0; c < C; ++c)
-          store16(o + c * kRows, __builtin_convertvector(__builtin_convertvector(out[c], VecI16), VecU8x16));
+          store16(o + c * kRows,
+                  __builtin_convertvector(__builtin_convertvector(out[c], VecI16), VecU8x16));
       }
     }
     store_block(y0, nr);
@@ -241,19 +242,21 @@ class Separable {
   Out* dst_;
   size_t row_len_;
   int strips_;
-  std::vector<float> ring_;       // per strip, the input rows of a window
-  std::vector<int> ring_row_;     // which input row each ring slot holds
+  std::vector<float> ring_;    // per strip, the input rows of a window
+  std::vector<int> ring_row_;  // which input row each ring slot holds
   std::vector<const float*> window_;
-  std::vector<float> rows_;       // kRows vertical-pass rows
-  std::vector<float> block_;      // the same, transposed
-  std::vector<Out> out_block_;    // the block's output, still transposed
+  std::vector<float> rows_;     // kRows vertical-pass rows
+  std::vector<float> block_;    // the same, transposed
+  std::vector<Out> out_block_;  // the block's output, still transposed
 };
 
 template <int C>
-FI_INLINE void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages) {
+FI_INLINE void run_stages(const uint8_t* src, Dims in, uint8_t* dst,
+                          const std::vector<Stage>& stages) {
   if (stages.size() == 1) {
     const Stage& s = stages[0];
-    return Separable<C, uint8_t, uint8_t>(src, in, s.horizontal.view(), s.vertical.view(), dst).run();
+    return Separable<C, uint8_t, uint8_t>(src, in, s.horizontal.view(), s.vertical.view(), dst)
+        .run();
   }
   // Between stages the image stays in premultiplied floats: nothing is
   // rounded until the last stage writes 8 bits.
@@ -273,7 +276,8 @@ FI_INLINE void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::
   }
 }
 
-FI_CPU_CLONES void separable_any(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages) {
+FI_CPU_CLONES void separable_any(const uint8_t* src, Dims in, uint8_t* dst,
+                                 const std::vector<Stage>& stages) {
   switch (in.c) {
     case 1: return run_stages<1>(src, in, dst, stages);
     case 3: return run_stages<3>(src, in, dst, stages);

@@ -1,5 +1,10 @@
 #include <algorithm>
+#include <cstdint>
+#include <list>
+#include <mutex>
+#include <string_view>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #include "cuda_check.h"
@@ -32,6 +37,15 @@ struct F32Column {
   __device__ void load(int i, float px[C]) const { load_f32<C>(p + i * pitch, px); }
 };
 
+// The horizontal pass's weights are stored tap-major on the device (tap k of
+// output x at k * n_out + x): the threads of a warp compute neighbouring
+// outputs x, so their reads of one tap are contiguous instead of `taps` apart.
+struct TapMajor {
+  const float* p;  // tap 0 of this output
+  int n_out;
+  __device__ float operator[](int k) const { return p[static_cast<size_t>(k) * n_out]; }
+};
+
 // Grid-stride loops: any grid size covers any image, and the launch below
 // sizes the grid to the device instead of to the image.
 template <int C, class In>
@@ -41,8 +55,7 @@ __global__ void horizontal_kernel(const In* src, int in_w, int rows, PassView hp
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const int y = static_cast<int>(i / hp.n_out), x = static_cast<int>(i % hp.n_out);
     const Row<C, In> row{src + static_cast<size_t>(y) * in_w * C};
-    weighted_sum<C>(row, hp.start[x], hp.weights + static_cast<size_t>(x) * hp.taps, hp.taps,
-                    tmp + i * C);
+    weighted_sum<C>(row, hp.start[x], TapMajor{hp.weights + x, hp.n_out}, hp.taps, tmp + i * C);
   }
 }
 
@@ -55,7 +68,8 @@ __global__ void vertical_kernel(const float* tmp, int w, PassView vp, Out* dst) 
     const int y = static_cast<int>(i / w), x = static_cast<int>(i % w);
     const F32Column<C> column{tmp + static_cast<size_t>(x) * C, pitch};
     float acc[C];
-    weighted_sum<C>(column, vp.start[y], vp.weights + static_cast<size_t>(y) * vp.taps, vp.taps, acc);
+    weighted_sum<C>(column, vp.start[y], vp.weights + static_cast<size_t>(y) * vp.taps, vp.taps,
+                    acc);
     if constexpr (std::is_same_v<Out, float>)
       for (int c = 0; c < C; ++c) dst[i * C + c] = acc[c];  // stays premultiplied, unrounded
     else
@@ -72,6 +86,13 @@ __global__ void quantize_kernel(const uint8_t* src, Dims d, uint8_t* dst, int le
   }
 }
 
+// The start-up probe: a formula of pixel.h per element, which the host checks.
+// It fails to launch when no kernel image in the module fits the device.
+__global__ void probe_kernel(uint8_t* out, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    out[i] = quantize_value(i & 255, 7, i, i >> 3, true);
+}
+
 constexpr int kThreads = 256;
 
 int grid_for(size_t items) {
@@ -85,55 +106,142 @@ int grid_for(size_t items) {
   return static_cast<int>(std::max<size_t>(1, std::min<size_t>(blocks, max_blocks)));
 }
 
+// The one place kernels are launched, on a grid sized for `items`. The host
+// emulation runs every (block, thread) of the grid in turn instead.
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), size_t items, Args... args) {
+  const int grid = grid_for(items);
+#ifdef FASTIMG_CUDA_EMU
+  emu::launch(kernel, grid, kThreads, kStream, args...);
+#else
+  kernel<<<grid, kThreads, 0, kStream>>>(args...);
+#endif
+  FI_CUDA_CHECK_LAUNCH();
+}
+
 template <class T>
 std::shared_ptr<T> device_array(size_t count) {
   return std::reinterpret_pointer_cast<T>(cuda_alloc(count * sizeof(T)));
 }
 
-// Copies a pass's weight tables to the device; the returned view points there.
+// Weights in the order the kernels read them: output-major as the host builds
+// them (vertical pass: a warp shares one output row), or tap-major (TapMajor).
+enum class Layout : char { OutputMajor, TapMajor };
+
+// A pass's weight tables on the device; the view points there.
 struct DevicePass {
   std::shared_ptr<int> start;
   std::shared_ptr<float> weights;
   PassView view;
 
-  explicit DevicePass(const Pass& p)
+  DevicePass(const Pass& p, Layout layout)
       : start(device_array<int>(p.start.size())), weights(device_array<float>(p.weights.size())) {
+    std::vector<float> transposed;
+    if (layout == Layout::TapMajor) {
+      transposed.resize(p.weights.size());
+      for (int x = 0; x < p.n_out; ++x)
+        for (int k = 0; k < p.taps; ++k)
+          transposed[static_cast<size_t>(k) * p.n_out + x] =
+              p.weights[static_cast<size_t>(x) * p.taps + k];
+    }
+    const std::vector<float>& w = layout == Layout::TapMajor ? transposed : p.weights;
     FI_CUDA_CHECK(cudaMemcpyAsync(start.get(), p.start.data(), p.start.size() * sizeof(int),
                                   cudaMemcpyHostToDevice, kStream));
-    FI_CUDA_CHECK(cudaMemcpyAsync(weights.get(), p.weights.data(), p.weights.size() * sizeof(float),
+    FI_CUDA_CHECK(cudaMemcpyAsync(weights.get(), w.data(), w.size() * sizeof(float),
                                   cudaMemcpyHostToDevice, kStream));
+    // Complete before any thread's stream may read them from the cache.
+    FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
     view = {p.n_in, p.n_out, p.taps, start.get(), weights.get()};
   }
 };
 
+// Weight tables already on the device, by content: calls of one geometry (the
+// same photo size to the same output size) upload theirs once. Users hold a
+// table until their stream has synchronised, so whoever drops it last frees
+// memory no kernel still reads.
+class PassCache {
+ public:
+  std::shared_ptr<const DevicePass> get(const Pass& p, Layout layout) {
+    const std::string key = key_of(p, layout);
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      const auto it = index_.find(key);
+      if (it != index_.end()) {
+        lru_.splice(lru_.begin(), lru_, it->second);
+        return it->second->second;
+      }
+    }
+    auto made = std::make_shared<const DevicePass>(p, layout);  // uploaded outside the lock
+    const std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = index_.find(key);
+    if (it != index_.end()) return it->second->second;  // another thread was first
+    lru_.emplace_front(key, made);
+    index_.emplace(lru_.front().first, lru_.begin());  // the view into the list's own key
+    if (lru_.size() > kEntries) {
+      index_.erase(lru_.back().first);
+      lru_.pop_back();
+    }
+    return made;
+  }
+
+ private:
+  static constexpr size_t kEntries = 64;  // a few dozen geometries in use at once
+
+  static std::string key_of(const Pass& p, Layout layout) {
+    std::string k(1, static_cast<char>(layout));
+    k.append(reinterpret_cast<const char*>(&p.n_in), sizeof p.n_in);
+    k.append(reinterpret_cast<const char*>(&p.n_out), sizeof p.n_out);
+    k.append(reinterpret_cast<const char*>(&p.taps), sizeof p.taps);
+    k.append(reinterpret_cast<const char*>(p.start.data()), p.start.size() * sizeof(int));
+    k.append(reinterpret_cast<const char*>(p.weights.data()), p.weights.size() * sizeof(float));
+    return k;
+  }
+
+  using Entry = std::pair<std::string, std::shared_ptr<const DevicePass>>;
+  std::mutex mutex_;
+  std::list<Entry> lru_;  // most recently used first
+  std::unordered_map<std::string_view, std::list<Entry>::iterator> index_;
+};
+
+// Never destroyed: its device memory must not be freed after the runtime is.
+PassCache& pass_cache() {
+  static PassCache* cache = new PassCache;
+  return *cache;
+}
+
+// Keeps a call's weight tables alive until its stream has synchronised.
+using Tables = std::vector<std::shared_ptr<const DevicePass>>;
+
 template <int C, class In, class Out>
-void stage(const In* src, Dims in, Out* dst, const Stage& s) {
-  const DevicePass hp(s.horizontal), vp(s.vertical);
-  const size_t tmp_items = static_cast<size_t>(in.h) * hp.view.n_out;
+void stage(const In* src, Dims in, Out* dst, const Stage& s, Tables& tables) {
+  tables.push_back(pass_cache().get(s.horizontal, Layout::TapMajor));
+  tables.push_back(pass_cache().get(s.vertical, Layout::OutputMajor));
+  const PassView hp = tables[tables.size() - 2]->view, vp = tables.back()->view;
+  const size_t tmp_items = static_cast<size_t>(in.h) * hp.n_out;
   auto tmp = device_array<float>(tmp_items * C);
-  horizontal_kernel<C, In><<<grid_for(tmp_items), kThreads, 0, kStream>>>(src, in.w, in.h, hp.view, tmp.get());
-  FI_CUDA_CHECK_LAUNCH();
-  const size_t out_items = static_cast<size_t>(vp.view.n_out) * hp.view.n_out;
-  vertical_kernel<C, Out><<<grid_for(out_items), kThreads, 0, kStream>>>(tmp.get(), hp.view.n_out, vp.view, dst);
-  FI_CUDA_CHECK_LAUNCH();
+  launch(horizontal_kernel<C, In>, tmp_items, src, in.w, in.h, hp, tmp.get());
+  const size_t out_items = static_cast<size_t>(vp.n_out) * hp.n_out;
+  launch(vertical_kernel<C, Out>, out_items, tmp.get(), hp.n_out, vp, dst);
 }
 
 template <int C>
 void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages) {
   // Between stages the image stays in premultiplied floats, as on the CPU.
   std::shared_ptr<float> cur, next;
+  Tables tables;
   for (size_t i = 0; i < stages.size(); ++i) {
     const Stage& s = stages[i];
     const bool first = i == 0, last = i + 1 == stages.size();
-    if (!last) next = device_array<float>(static_cast<size_t>(s.vertical.n_out) * s.horizontal.n_out * C);
+    if (!last)
+      next = device_array<float>(static_cast<size_t>(s.vertical.n_out) * s.horizontal.n_out * C);
     if (first && last)
-      stage<C>(src, in, dst, s);
+      stage<C>(src, in, dst, s, tables);
     else if (first)
-      stage<C>(src, in, next.get(), s);
+      stage<C>(src, in, next.get(), s, tables);
     else if (last)
-      stage<C>(cur.get(), in, dst, s);
+      stage<C>(cur.get(), in, dst, s, tables);
     else
-      stage<C>(cur.get(), in, next.get(), s);
+      stage<C>(cur.get(), in, next.get(), s, tables);
     in = {s.vertical.n_out, s.horizontal.n_out, C};
     cur.swap(next);
   }
@@ -142,11 +250,12 @@ void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Sta
   FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
 }
 
-}  // namespace
-
-CudaStatus cuda_status() {
+CudaStatus probe() {
   CudaStatus s;
   s.compiled = true;
+#ifdef FASTIMG_CUDA_EMU
+  s.emulated = true;
+#endif
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
@@ -160,18 +269,75 @@ CudaStatus cuda_status() {
     return s;
   }
   cudaDeviceProp prop{};
-  FI_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  try {
+    FI_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    s.device = prop.name;
+    // A device is not enough: without a kernel image for its architecture
+    // every launch fails. One launch, checked element by element, proves it.
+    constexpr int n = 4099;
+    const auto out = cuda_alloc(n);
+    launch(probe_kernel, n, out.get(), n);
+    std::vector<uint8_t> got(n);
+    cuda_download(got.data(), out.get(), n);
+    for (int i = 0; i < n; ++i)
+      if (got[i] != quantize_value(i & 255, 7, i, i >> 3, true))
+        throw KernelError("the probe kernel computed a wrong value at element " +
+                          std::to_string(i));
+  } catch (const KernelError& e) {
+    s.reason = "a probe kernel did not run on " + (s.device.empty() ? "device 0" : s.device) +
+               " (compute capability " + std::to_string(prop.major) + "." +
+               std::to_string(prop.minor) +
+               "; this build has kernels for " FASTIMG_CUDA_ARCHITECTURES "): " + e.what();
+    return s;
+  }
   s.available = true;
-  s.device = prop.name;
+  return s;
+}
+
+std::mutex lost_mutex;
+std::string lost_reason;  // the first sticky error, once one was seen
+
+}  // namespace
+
+void cuda_mark_lost(const std::string& what) {
+  const std::lock_guard<std::mutex> lock(lost_mutex);
+  if (lost_reason.empty()) lost_reason = what;
+}
+
+CudaStatus cuda_status() {
+  static const CudaStatus probed = probe();
+  CudaStatus s = probed;
+  const std::lock_guard<std::mutex> lock(lost_mutex);
+  if (!lost_reason.empty()) {
+    s.available = false;
+    s.lost = true;
+    s.reason = "the GPU failed with a sticky error, so this process no longer uses it (" +
+               lost_reason + ")";
+  }
   return s;
 }
 
 std::shared_ptr<uint8_t> cuda_alloc(size_t bytes) {
+  // The device's default pool hands its free memory back to the driver at
+  // every synchronisation unless told otherwise: then every call's buffers
+  // were new driver allocations. Kept instead, they are reused.
+  static const bool pool_keeps_memory = [] {
+    int dev = 0;
+    FI_CUDA_CHECK(cudaGetDevice(&dev));
+    cudaMemPool_t pool;
+    FI_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+    uint64_t threshold = UINT64_MAX;
+    FI_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    return true;
+  }();
+  (void)pool_keeps_memory;
   void* p = nullptr;
   FI_CUDA_CHECK(cudaMallocAsync(&p, std::max<size_t>(bytes, 1), kStream));
-  // A deleter must not throw; a failed free at this point can only be reported
-  // by the next checked call on the stream.
-  return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [](uint8_t* q) { cudaFreeAsync(q, kStream); });
+  // A deleter must not throw. Its failure is cleared rather than left for an
+  // unrelated call to report; a sticky error comes back at the next call anyway.
+  return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [](uint8_t* q) {
+    if (cudaFreeAsync(q, kStream) != cudaSuccess) cudaGetLastError();
+  });
 }
 
 void cuda_upload(uint8_t* dst, const uint8_t* src, size_t bytes) {
@@ -193,8 +359,7 @@ void cuda_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector
 }
 
 void cuda_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither) {
-  quantize_kernel<<<grid_for(static_cast<size_t>(d.h) * d.w), kThreads, 0, kStream>>>(src, d, dst, levels, dither);
-  FI_CUDA_CHECK_LAUNCH();
+  launch(quantize_kernel, static_cast<size_t>(d.h) * d.w, src, d, dst, levels, dither);
   FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
 }
 

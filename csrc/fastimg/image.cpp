@@ -11,7 +11,8 @@ namespace {
 #endif
 
 std::shared_ptr<uint8_t> allocate(size_t bytes, Backend backend) {
-  if (backend == Backend::CPU) return std::shared_ptr<uint8_t>(new uint8_t[bytes], std::default_delete<uint8_t[]>());
+  if (backend == Backend::CPU)
+    return std::shared_ptr<uint8_t>(new uint8_t[bytes], std::default_delete<uint8_t[]>());
 #ifdef FASTIMG_WITH_CUDA
   return cuda_alloc(bytes);
 #else
@@ -74,7 +75,8 @@ void Image::separable_into(Image& dst, const std::vector<Stage>& stages) const {
 }
 
 void Image::resize_into(Image& dst, Filter filter) const {
-  separable_into(dst, {{resize_pass(dims_.w, dst.dims_.w, filter), resize_pass(dims_.h, dst.dims_.h, filter)}});
+  separable_into(dst, {{resize_pass(dims_.w, dst.dims_.w, filter),
+                        resize_pass(dims_.h, dst.dims_.h, filter)}});
 }
 
 void Image::gaussian_blur_into(Image& dst, double sigma) const {

@@ -33,11 +33,12 @@ class Image {
   void resize_into(Image& dst, Filter filter) const;
   void gaussian_blur_into(Image& dst, double sigma) const;
   void quantize_into(Image& dst, int levels, bool dither) const;
+  // Any chain of separable stages (resize and blur are one or two).
+  void separable_into(Image& dst, const std::vector<Stage>& stages) const;
 
  private:
   Image(Dims dims, Backend backend, std::shared_ptr<uint8_t> data)
       : dims_(dims), backend_(backend), data_(std::move(data)) {}
-  void separable_into(Image& dst, const std::vector<Stage>& stages) const;
 
   Dims dims_;
   Backend backend_;

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -26,15 +27,35 @@ struct Dims {
 void cpu_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages);
 void cpu_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither);
 
+// The CUDA backend's errors; bindings.cpp gives each its Python type.
+struct KernelError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+// The device is out of memory: the next call may succeed.
+struct DeviceOutOfMemory : KernelError {
+  using KernelError::KernelError;
+};
+// A sticky error (illegal address, ECC, lost device): the CUDA context is
+// unusable for the rest of the process, and cuda_status() says so from then on.
+struct DeviceLost : KernelError {
+  using KernelError::KernelError;
+};
+
 struct CudaStatus {
   bool compiled = false;
+  bool emulated = false;  // the host emulation (FASTIMG_CUDA=EMU)
   bool available = false;
-  std::string device;  // name of device 0 when available
+  bool lost = false;   // CUDA was usable but failed with a sticky error
+  std::string device;  // name of device 0 when one was found
   std::string reason;  // why CUDA is not available, else empty
 };
+// Probes once (a device, then a launch of a kernel checked against the host),
+// then only adds whether a sticky error has been seen since.
 CudaStatus cuda_status();
 
 #ifdef FASTIMG_WITH_CUDA
+// Records a sticky error: from then on cuda_status() reports CUDA unavailable.
+void cuda_mark_lost(const std::string& what);
 // Device memory from the stream-ordered allocator of the calling thread's
 // default stream (kernels are compiled with per-thread default streams, so
 // threads never serialise on one stream).

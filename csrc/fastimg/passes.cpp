@@ -37,15 +37,10 @@ double filter_support(Filter f) {
 
 double filter_value(Filter f, double x) {
   switch (f) {
-    case Filter::Box:
-      return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0;
-    case Filter::Bilinear:
-      x = std::fabs(x);
-      return x < 1.0 ? 1.0 - x : 0.0;
-    case Filter::Bicubic:
-      return keys_cubic(x);
-    case Filter::Lanczos3:
-      return (x > -3.0 && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0;
+    case Filter::Box: return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0;
+    case Filter::Bilinear: return std::max(0.0, 1.0 - std::fabs(x));
+    case Filter::Bicubic: return keys_cubic(x);
+    case Filter::Lanczos3: return (x > -3.0 && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0;
   }
   throw std::invalid_argument("unknown filter");
 }
@@ -120,7 +115,8 @@ Pass resize_pass(int n_in, int n_out, Filter filter) {
     const int lo = std::max(static_cast<int>(centre - support + 0.5), 0);
     const int hi = std::min(static_cast<int>(centre + support + 0.5), n_in);
     first[i] = lo;
-    for (int j = lo; j < hi; ++j) w[i].push_back(filter_value(filter, (j - centre + 0.5) / stretch));
+    for (int j = lo; j < hi; ++j)
+      w[i].push_back(filter_value(filter, (j - centre + 0.5) / stretch));
   }
   return pack(n_in, first, w);
 }

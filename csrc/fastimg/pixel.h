@@ -56,9 +56,11 @@ FI_HD void load_f32(const float* p, float px[C]) {
 }
 
 // The weighted sum of one output pixel. `Src` is any object with
-// `load(i, px)`: 8-bit or float pixels, host or device memory.
-template <int C, class Src>
-FI_HD void weighted_sum(const Src& src, int start, const float* w, int taps, float acc[C]) {
+// `load(i, px)`: 8-bit or float pixels, host or device memory. `w[k]` is the
+// weight of tap k: a pointer to the output's row of the table, or a view of a
+// table stored tap-major.
+template <int C, class Src, class Weights>
+FI_HD void weighted_sum(const Src& src, int start, const Weights& w, int taps, float acc[C]) {
   for (int c = 0; c < C; ++c) acc[c] = 0.0f;
   for (int k = 0; k < taps; ++k) {
     float px[C];
@@ -102,8 +104,8 @@ FI_HD void store_u8(const float px[C], uint8_t* p) {
 FI_HD int bayer8(int x, int y) {
   // Bit-interleave of (x ^ y, y), reversed: the classic recursive construction.
   const int a = (x ^ y) & 7, b = y & 7;
-  return ((a & 1) << 5) | ((b & 1) << 4) | ((a & 2) << 2) | ((b & 2) << 1) |
-         ((a & 4) >> 1) | ((b & 4) >> 2);
+  return ((a & 1) << 5) | ((b & 1) << 4) | ((a & 2) << 2) | ((b & 2) << 1) | ((a & 4) >> 1) |
+         ((b & 4) >> 2);
 }
 
 // Uniform quantisation of one 8-bit value to `levels` values spread evenly
@@ -113,7 +115,7 @@ FI_HD int bayer8(int x, int y) {
 //   out   = round(index * 255 / (levels - 1)).
 FI_HD uint8_t quantize_value(int v, int levels, int x, int y, bool dither) {
   const int n = levels - 1;
-  const int t2 = dither ? 2 * bayer8(x, y) + 1 : 64;  // 128 * t
+  const int t2 = dither ? 2 * bayer8(x, y) + 1 : 64;         // 128 * t
   const int index = (v * n * 128 + t2 * 255) / (128 * 255);  // <= n since v <= 255
   return static_cast<uint8_t>((index * 510 + n) / (2 * n));
 }

@@ -26,13 +26,25 @@ class BackendUnavailableError(RuntimeError):
     """A backend was asked for by name but cannot run on this machine."""
 
 
+# The kernels' own errors, raised by the native module (docs/kernels.md):
+# KernelError (a RuntimeError) for any CUDA failure; its subclass
+# DeviceOutOfMemory (also a MemoryError) when the GPU is out of memory, which
+# is transient; its subclass DeviceLost for a sticky error, after which this
+# process no longer uses CUDA and ``backend=None`` means the CPU.
+KernelError = _core.KernelError
+DeviceOutOfMemory = _core.DeviceOutOfMemory
+DeviceLost = _core.DeviceLost
+
+
 @dataclass(frozen=True)
 class Backends:
     """What :func:`backends` reports.
 
     ``available`` lists the usable backends, best first; ``default`` is what
     ``backend=None`` picks. ``cuda_reason`` says why CUDA is not in use (built
-    without it, no driver, no device) and is ``None`` when it is.
+    without it, no driver, no device, no kernel image for the device, or a
+    sticky error since start) and is ``None`` when it is. ``cuda_lost`` is true
+    once a sticky error has taken CUDA out of use in this process.
     """
 
     available: Tuple[str, ...]
@@ -40,6 +52,7 @@ class Backends:
     cuda_compiled: bool
     cuda_device: Optional[str]
     cuda_reason: Optional[str]
+    cuda_lost: bool = False
 
     def describe(self) -> str:
         """One line for logs: the backend in use and, for the CPU, why."""
@@ -48,13 +61,22 @@ class Backends:
         return f"CPU (CUDA not in use: {self.cuda_reason})"
 
 
-@functools.lru_cache(maxsize=None)
 def backends() -> Backends:
-    """Report the available kernel backends (probed once per process)."""
+    """Report the available kernel backends.
+
+    CUDA is probed once per process (a device, then a kernel launch checked on
+    the host); after a :class:`DeviceLost` the report switches to the CPU.
+    """
+    return _backends(_core.cuda_lost())
+
+
+@functools.lru_cache(maxsize=None)
+def _backends(lost: bool) -> Backends:
     status = _core.cuda_status()
     if status["available"]:
         return Backends(("cuda", "cpu"), "cuda", True, status["device"], None)
-    return Backends(("cpu",), "cpu", bool(status["compiled"]), None, status["reason"])
+    device = status["device"] or None
+    return Backends(("cpu",), "cpu", bool(status["compiled"]), device, status["reason"], bool(status["lost"]))
 
 
 def _backend(backend: Optional[str]) -> "_core.Backend":
@@ -223,6 +245,10 @@ class Image:
     ``copy=False`` on the array itself (no copy; the array is kept alive, and
     must not be modified while the ``Image`` is in use). On CUDA the pixels are
     uploaded either way.
+
+    CUDA failures raise :class:`KernelError` or its subclasses; after a
+    :class:`DeviceLost`, images already on the GPU cannot be used, and new ones
+    (``backend=None``) are made on the CPU.
     """
 
     __slots__ = ("_img", "_channels_axis")

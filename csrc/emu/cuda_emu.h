@@ -1,0 +1,129 @@
+// A host emulation of the part of the CUDA runtime that csrc/fastimg/cuda.cu
+// uses (FASTIMG_CUDA=EMU). The kernels are grid-stride loops without shared
+// memory or barriers, so running every (block, thread) of a launch in turn on
+// the calling thread executes exactly their logic. Device memory is host
+// memory that the emulation tracks, so that AddressSanitizer sees every access
+// and copies and launches can be checked against it.
+//
+// Environment (read at each call, so that a test can change it in-process):
+//   FASTIMG_EMU_SMS=n           multiprocessors reported (default 132): the
+//                               grid size the kernels see
+//   FASTIMG_EMU_MEMORY=bytes    device memory; allocations beyond it fail
+//   FASTIMG_EMU_OOM_AT=n        the n-th allocation after this value was set
+//                               fails with cudaErrorMemoryAllocation
+//   FASTIMG_EMU_STICKY_AT=n     the n-th launch after this value was set
+//                               faults with cudaErrorIllegalAddress, sticky
+//   FASTIMG_EMU_NO_KERNEL_IMAGE=1  every launch fails as on a GPU the module
+//                               has no kernel image for
+// docs/kernels.md says what this checks and what it cannot.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#define __global__
+#define __device__
+#define __host__
+
+struct uint3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+// The built-in variables, per host thread: threads run launches concurrently.
+inline thread_local uint3 threadIdx, blockIdx;
+inline thread_local dim3 blockDim, gridDim;
+
+// The values of the real runtime's enum, so that messages and logs read alike.
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDevice = 101,
+  cudaErrorNoKernelImageForDevice = 209,
+  cudaErrorECCUncorrectable = 214,
+  cudaErrorIllegalAddress = 700,
+  cudaErrorLaunchTimeout = 702,
+  cudaErrorAssert = 710,
+  cudaErrorHardwareStackError = 714,
+  cudaErrorIllegalInstruction = 715,
+  cudaErrorMisalignedAddress = 716,
+  cudaErrorInvalidAddressSpace = 717,
+  cudaErrorInvalidPc = 718,
+  cudaErrorLaunchFailure = 719,
+  cudaErrorMpsClientTerminated = 810,
+  cudaErrorExternalDevice = 911,
+};
+
+enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 };
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
+enum cudaMemPoolAttr { cudaMemPoolAttrReleaseThreshold = 4 };
+
+struct CUmemPoolHandle_st;
+using cudaMemPool_t = CUmemPoolHandle_st*;
+
+struct CUstream_st;
+using cudaStream_t = CUstream_st*;
+#define cudaStreamPerThread (reinterpret_cast<cudaStream_t>(0x2))
+
+struct cudaDeviceProp {
+  char name[256];
+  size_t totalGlobalMem;
+  int multiProcessorCount;
+  int major;
+  int minor;
+};
+
+const char* cudaGetErrorName(cudaError_t err);
+const char* cudaGetErrorString(cudaError_t err);
+cudaError_t cudaGetLastError();
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream);
+cudaError_t cudaFreeAsync(void* p, cudaStream_t stream);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value);
+
+namespace fi::emu {
+
+// Checks a launch (configuration, device state, pointer arguments) and
+// records the error it gets, if any; says whether the kernel is to run.
+bool begin_launch(dim3 grid, dim3 block, const void* const* pointers, size_t n_pointers);
+
+template <class T>
+const void* pointer_or_null(const T& arg) {
+  if constexpr (std::is_pointer_v<T>)
+    return arg;
+  else
+    return nullptr;
+}
+
+// kernel<<<grid, block, 0, stream>>>(args...): every block, every thread, in
+// order, on the calling thread (which is what the stream orders work by).
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t, Args... args) {
+  // Every pointer argument must point into device memory, as on a GPU.
+  const void* pointers[sizeof...(Args) + 1] = {pointer_or_null(args)...};
+  if (!begin_launch(grid, block, pointers, sizeof...(Args))) return;
+  gridDim = grid;
+  blockDim = block;
+  for (unsigned b = 0; b < grid.x; ++b) {
+    blockIdx = {b, 0, 0};
+    for (unsigned t = 0; t < block.x; ++t) {
+      threadIdx = {t, 0, 0};
+      kernel(args...);
+    }
+  }
+}
+
+}  // namespace fi::emu

@@ -1,0 +1,162 @@
+"""What only the host emulation of the CUDA source (FASTIMG_CUDA=EMU) can
+provoke: out-of-memory at every allocation, a memory limit, a sticky device
+error, and a GPU without a kernel image for it. tests/emu/run.sh runs these
+under ASan and UBSan; any other build skips them."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastimg
+from fastimg import _core
+from test_kernels import chain, colour_diff
+
+pytestmark = pytest.mark.skipif(
+    not _core.cuda_status()["emulated"], reason="not the host emulation build (FASTIMG_CUDA=EMU)"
+)
+
+# Each operation as the worker uses them, on one backend.
+OPERATIONS = {
+    "resize": lambda img, b: fastimg.resize(img, (23, 41), filter="bicubic", backend=b),
+    "blur": lambda img, b: fastimg.gaussian_blur(img, 2.0, backend=b),
+    "wide-blur": lambda img, b: fastimg.gaussian_blur(img, 9.0, backend=b),
+    "four-stages": lambda img, b: chain(img, [("blur", 7.0), ("blur", 6.0)], b),
+    "quantize": lambda img, b: fastimg.quantize(img, 5, dither=True, backend=b),
+    "image-chain": lambda img, b: fastimg.Image(img, backend=b).resize((31, 22)).gaussian_blur(1.5).numpy(),
+}
+
+
+@pytest.mark.parametrize("op", OPERATIONS)
+def test_out_of_memory_at_each_allocation(rng, monkeypatch, op):
+    img = rng.image(45, 67, 4)
+    run = OPERATIONS[op]
+    want = run(img, "cpu")
+    for k in itertools.count(1):
+        monkeypatch.setenv("FASTIMG_EMU_OOM_AT", str(k))  # the k-th allocation from now fails
+        try:
+            got = run(img, "cuda")
+        except fastimg.DeviceOutOfMemory as e:
+            assert isinstance(e, MemoryError) and isinstance(e, fastimg.KernelError)
+            assert "cudaErrorMemoryAllocation" in str(e) and "cuda.cu:" in str(e)
+        else:
+            # Fewer than k allocations: each of them has failed once.
+            assert k > 2
+            assert colour_diff(got, want) <= 1
+            break
+        # The error is not left behind for the next, valid call.
+        monkeypatch.setenv("FASTIMG_EMU_OOM_AT", "0")
+        assert colour_diff(run(img, "cuda"), want) <= 1, k
+    assert fastimg.backends().default == "cuda"
+
+
+def test_weight_tables_are_uploaded_once_per_geometry(rng, monkeypatch):
+    img = rng.image(45, 67, 3)
+    want = fastimg.resize(img, (23, 41), backend="cpu")
+    fastimg.resize(img, (23, 41), backend="cuda")  # puts this geometry's tables on the device
+    # From then on a call allocates its images only: source, intermediate, result.
+    monkeypatch.setenv("FASTIMG_EMU_OOM_AT", "4")
+    assert colour_diff(fastimg.resize(img, (23, 41), backend="cuda"), want) <= 1
+    monkeypatch.setenv("FASTIMG_EMU_OOM_AT", "3")
+    with pytest.raises(fastimg.DeviceOutOfMemory):
+        fastimg.resize(img, (23, 41), backend="cuda")
+
+
+def test_device_name_says_emulated():
+    info = fastimg.backends()
+    assert info.default == "cuda" and "emulation" in info.cuda_device
+    assert f"({os.environ.get('FASTIMG_EMU_SMS', '132')} SMs)" in info.describe()
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    # A process of its own: a sticky error lasts as long as the process.
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env={**os.environ, **env},
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_sticky_error_moves_the_process_to_the_cpu():
+    p = run_python("""
+        import os
+        import numpy as np
+        import fastimg
+
+        img = np.random.default_rng(1).integers(0, 256, (40, 50, 3), np.uint8)
+        on_gpu = fastimg.Image(img)
+        assert on_gpu.backend == "cuda"
+        os.environ["FASTIMG_EMU_STICKY_AT"] = "1"  # the next launch faults
+        try:
+            fastimg.resize(img, (20, 25))
+        except fastimg.DeviceLost as e:
+            assert isinstance(e, fastimg.KernelError) and not isinstance(e, MemoryError)
+            print("raised:", e)
+        else:
+            raise SystemExit("no DeviceLost")
+        info = fastimg.backends()
+        assert info.default == "cpu" and info.available == ("cpu",) and info.cuda_lost, info
+        assert "cudaErrorIllegalAddress" in info.describe(), info.describe()
+        # New work goes to the CPU, with the same results.
+        want = fastimg.resize(img, (20, 25), backend="cpu")
+        np.testing.assert_array_equal(fastimg.resize(img, (20, 25)), want)
+        assert fastimg.Image(img).backend == "cpu"
+        # What was on the GPU is gone, and CUDA is not offered again.
+        try:
+            on_gpu.resize((20, 25))
+        except fastimg.DeviceLost:
+            pass
+        else:
+            raise SystemExit("an image on the lost GPU was used")
+        try:
+            fastimg.resize(img, (20, 25), backend="cuda")
+        except fastimg.BackendUnavailableError:
+            pass
+        else:
+            raise SystemExit("CUDA offered after a sticky error")
+        print("describe:", info.describe())
+    """)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "raised: CUDA error cudaErrorIllegalAddress" in p.stdout
+
+
+def test_memory_limit():
+    # A process of its own, whose device memory holds no cached weight tables.
+    p = run_python("""
+        import numpy as np
+        import fastimg
+
+        rng = np.random.default_rng(2)
+        big, small = rng.integers(0, 256, (300, 300, 3), np.uint8), rng.integers(0, 256, (50, 50, 3), np.uint8)
+        try:
+            fastimg.gaussian_blur(big, 3.0, backend="cuda")
+        except fastimg.DeviceOutOfMemory as e:
+            print("raised:", e)
+        else:
+            raise SystemExit("no DeviceOutOfMemory")
+        got, want = (fastimg.gaussian_blur(small, 3.0, backend=b) for b in ("cuda", "cpu"))
+        assert np.abs(got.astype(int) - want).max() <= 1
+    """, FASTIMG_EMU_MEMORY="200000")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "raised: CUDA error cudaErrorMemoryAllocation" in p.stdout
+
+
+def test_no_kernel_image_for_the_device_means_cpu():
+    p = run_python("""
+        import numpy as np
+        import fastimg
+
+        info = fastimg.backends()
+        print(info.describe())
+        assert info.default == "cpu" and info.cuda_compiled and not info.cuda_lost, info
+        img = np.zeros((9, 7), np.uint8)
+        assert fastimg.resize(img, (3, 4)).shape == (4, 3)
+        assert fastimg.Image(img).backend == "cpu"
+    """, FASTIMG_EMU_NO_KERNEL_IMAGE="1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "probe kernel did not run" in p.stdout and "cudaErrorNoKernelImageForDevice" in p.stdout
