@@ -133,22 +133,34 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("cuda_lost", [] { return fi::cuda_status().lost; });
 
-  m.def("resize", [](const U8Array& src, U8Array& dst, Filter f, Backend b) {
-    apply(src, dst, b, [f](const Image& s, Image& d) { s.resize_into(d, f); });
-  });
-  m.def("gaussian_blur", [](const U8Array& src, U8Array& dst, double sigma, Backend b) {
-    apply(src, dst, b, [sigma](const Image& s, Image& d) { s.gaussian_blur_into(d, sigma); });
-  });
-  m.def("quantize", [](const U8Array& src, U8Array& dst, int levels, bool dither, Backend b) {
-    apply(src, dst, b, [=](const Image& s, Image& d) { s.quantize_into(d, levels, dither); });
-  });
+  m.def(
+      "resize",
+      [](const U8Array& src, U8Array& dst, Filter f, Backend b) {
+        apply(src, dst, b, [f](const Image& s, Image& d) { s.resize_into(d, f); });
+      },
+      py::arg("src"), py::arg("dst"), py::arg("filter"), py::arg("backend"));
+  m.def(
+      "gaussian_blur",
+      [](const U8Array& src, U8Array& dst, double sigma, Backend b) {
+        apply(src, dst, b, [sigma](const Image& s, Image& d) { s.gaussian_blur_into(d, sigma); });
+      },
+      py::arg("src"), py::arg("dst"), py::arg("sigma"), py::arg("backend"));
+  m.def(
+      "quantize",
+      [](const U8Array& src, U8Array& dst, int levels, bool dither, Backend b) {
+        apply(src, dst, b, [=](const Image& s, Image& d) { s.quantize_into(d, levels, dither); });
+      },
+      py::arg("src"), py::arg("dst"), py::arg("levels"), py::arg("dither"), py::arg("backend"));
   // Several resize and blur steps as one chain of stages (the tests use it
   // for chains of three and more, which no public call makes).
-  m.def("separable", [](const U8Array& src, U8Array& dst, const py::list& steps, Backend b) {
-    const Dims in = dims_of(src);
-    const std::vector<fi::Stage> stages = stages_of(steps, in.w, in.h);
-    apply(src, dst, b, [&stages](const Image& s, Image& d) { s.separable_into(d, stages); });
-  });
+  m.def(
+      "separable",
+      [](const U8Array& src, U8Array& dst, const py::list& steps, Backend b) {
+        const Dims in = dims_of(src);
+        const std::vector<fi::Stage> stages = stages_of(steps, in.w, in.h);
+        apply(src, dst, b, [&stages](const Image& s, Image& d) { s.separable_into(d, stages); });
+      },
+      py::arg("src"), py::arg("dst"), py::arg("steps"), py::arg("backend"));
 
   py::class_<Image>(m, "Image")
       .def(py::init([](const U8Array& a, Backend b, bool copy) {
@@ -174,14 +186,20 @@ PYBIND11_MODULE(_core, m) {
                                return py::make_tuple(d.h, d.w, d.c);
                              })
       .def_property_readonly("backend", &Image::backend)
-      .def("resize", &Image::resize, py::call_guard<py::gil_scoped_release>())
-      .def("gaussian_blur", &Image::gaussian_blur, py::call_guard<py::gil_scoped_release>())
-      .def("quantize", &Image::quantize, py::call_guard<py::gil_scoped_release>())
-      .def("download", [](const Image& i, U8Array& dst) {
-        if (dst.size() != static_cast<py::ssize_t>(i.dims().bytes()))
-          throw py::value_error("destination has the wrong size");
-        uint8_t* d = dst.mutable_data();
-        py::gil_scoped_release nogil;
-        i.download(d);
-      });
+      .def("resize", &Image::resize, py::arg("width"), py::arg("height"), py::arg("filter"),
+           py::call_guard<py::gil_scoped_release>())
+      .def("gaussian_blur", &Image::gaussian_blur, py::arg("sigma"),
+           py::call_guard<py::gil_scoped_release>())
+      .def("quantize", &Image::quantize, py::arg("levels"), py::arg("dither"),
+           py::call_guard<py::gil_scoped_release>())
+      .def(
+          "download",
+          [](const Image& i, U8Array& dst) {
+            if (dst.size() != static_cast<py::ssize_t>(i.dims().bytes()))
+              throw py::value_error("destination has the wrong size");
+            uint8_t* d = dst.mutable_data();
+            py::gil_scoped_release nogil;
+            i.download(d);
+          },
+          py::arg("dst"));
 }

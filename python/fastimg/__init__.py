@@ -6,26 +6,36 @@ driver are present and a kernel runs on it, and the CPU otherwise;
 :func:`backends` says which and why. CUDA failures raise :class:`KernelError`:
 :class:`DeviceOutOfMemory` (transient) or :class:`DeviceLost` (sticky: the
 process goes on with the CPU).
+
+The kernels (and numpy) load on first use of any of these names, so that a
+web server importing :mod:`fastimg.producer` loads neither.
 """
 
-from ._kernels import (
-    FILTERS,
-    Backends,
-    BackendUnavailableError,
-    DeviceLost,
-    DeviceOutOfMemory,
-    Image,
-    KernelError,
-    backends,
-    gaussian_blur,
-    quantize,
-    resize,
-)
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._kernels import (
+        FILTERS,
+        Backends,
+        BackendUnavailableError,
+        DeviceLost,
+        DeviceOutOfMemory,
+        Image,
+        KernelError,
+        backends,
+        gaussian_blur,
+        quantize,
+        resize,
+    )
 
 __all__ = [
     "FILTERS",
-    "Backends",
     "BackendUnavailableError",
+    "Backends",
     "DeviceLost",
     "DeviceOutOfMemory",
     "Image",
@@ -35,4 +45,16 @@ __all__ = [
     "quantize",
     "resize",
 ]
-__version__ = "0.1.0"
+
+try:
+    __version__ = _version("fastimg")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import _kernels
+
+        return getattr(_kernels, name)
+    raise AttributeError(f"module 'fastimg' has no attribute {name!r}")

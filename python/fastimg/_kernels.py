@@ -13,8 +13,10 @@ import numpy as np
 from . import _core
 
 BackendName = Literal["cpu", "cuda"]
+# The filters are the native enum's; the Literal repeats them for type
+# checkers, and tests/test_layers.py holds the two (and _core.pyi) together.
 FilterName = Literal["box", "bilinear", "bicubic", "lanczos3"]
-FILTERS: Tuple[str, ...] = ("box", "bilinear", "bicubic", "lanczos3")
+FILTERS: Tuple[str, ...] = tuple(_core.Filter.__members__)
 
 # Each side is kept well inside the 32-bit indices of the kernels.
 MAX_SIDE = 1 << 20

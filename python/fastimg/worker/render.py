@@ -8,7 +8,7 @@ import numpy as np
 
 import fastimg
 
-from .errors import TransientError
+from .errors import ResourceExhausted, TransientError
 from .outputs import OutputSpec
 
 
@@ -47,9 +47,11 @@ def render_each(
             if s.levels:
                 img = img.quantize(s.levels, dither=s.dither)
             yield op, img.numpy()
-    except MemoryError:
-        raise TransientError("out-of-memory", "out of memory in the kernels") from None
-    except RuntimeError as e:  # CUDA errors surface as RuntimeError
+    except MemoryError as e:  # fastimg.DeviceOutOfMemory is one too
+        raise ResourceExhausted("out-of-memory", f"out of memory in the kernels: {e}") from None
+    except fastimg.KernelError as e:
+        # After a sticky error (fastimg.DeviceLost) the kernels have moved to
+        # the CPU, so the retry runs there.
         raise TransientError("gpu-error", str(e)) from None
 
 

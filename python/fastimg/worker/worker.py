@@ -109,6 +109,8 @@ class Worker:
         self.policy = outcomes.Policy(config.max_retries, config.backoff_base, config.backoff_cap)
         self.health: Optional[HealthServer] = None
         self.registered = False
+        self._backend_line = ""  # the [MAIN] Kernels: line last logged
+        self._backend_lock = threading.Lock()
         self.last_loop = self.last_redis_ok = time.monotonic()
 
     # -- one slot ----------------------------------------------------------
@@ -157,6 +159,7 @@ class Worker:
                     self._attempt(name, wid, queue, raw)
             finally:
                 self.metrics.busy.dec()
+                self._check_backend()
             check_held = True  # one read per job proves nothing was left behind
         _say(name, "Stopped")
 
@@ -271,6 +274,19 @@ class Worker:
             status.publish(queue.conn, job_id, {"retry": "retrying"}.get(outcome.list, outcome.list), **extra)
         return True
 
+    def _check_backend(self) -> None:
+        """Say so when the kernels changed backend (a sticky CUDA error moves
+        them to the CPU for the rest of the process)."""
+        info = fastimg.backends()
+        line = info.describe()
+        with self._backend_lock:
+            if line == self._backend_line:
+                return
+            self._backend_line = line
+        _say("MAIN", f"Kernels: {line}")
+        self.metrics.backend.info({"backend": info.default, "device": info.cuda_device or "",
+                                   "reason": info.cuda_reason or ""})
+
     # -- the process -------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if not self.stopping.is_set():
@@ -305,11 +321,8 @@ class Worker:
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        info = fastimg.backends()
-        _say("MAIN", f"Kernels: {info.describe()}")
+        self._check_backend()
         _say("MAIN", f"Memory budget for jobs: {self.budget.total / (1 << 20):.0f} MB")
-        self.metrics.backend.info({"backend": info.default, "device": info.cuda_device or "",
-                                   "reason": info.cuda_reason or ""})
         self.metrics.memory_budget.set(self.budget.total)
         queue = Queue(self.connect(), cfg.done_cap, cfg.failed_cap)
         problem = configuration_problem(queue.conn)
