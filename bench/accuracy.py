@@ -15,9 +15,9 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 import reference  # noqa: E402
+from conftest import DATA, make_12mp  # noqa: E402
 
 import fastimg  # noqa: E402
-from conftest import DATA, make_12mp  # noqa: E402
 
 
 def main() -> None:

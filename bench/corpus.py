@@ -32,8 +32,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
 
 import numpy as np
 from PIL import Image
@@ -48,13 +48,47 @@ from fastimg.worker.limits import Limits  # noqa: E402
 from fastimg.worker.outputs import SPEC_V1  # noqa: E402
 from fastimg.worker.render import render  # noqa: E402
 
-NOT_IMAGES = {".md", ".txt", ".rs", ".py", ".sh", ".json", ".c", ".h", ".toml", ".yml", ".yaml", ".html",
-              ".js", ".ts", ".cmake", ".in", ".csv", ".lut", ".gpl", ".ggr", ".icc", ".icm", ".ttf", ".otf",
-              ".pcf", ".pil", ".bdf", ".fnt", ".gz", ".zip", ".tar", ".bin", ".sha256", ".md5", ".patch"}
+NOT_IMAGES = {
+    ".md",
+    ".txt",
+    ".rs",
+    ".py",
+    ".sh",
+    ".json",
+    ".c",
+    ".h",
+    ".toml",
+    ".yml",
+    ".yaml",
+    ".html",
+    ".js",
+    ".ts",
+    ".cmake",
+    ".in",
+    ".csv",
+    ".lut",
+    ".gpl",
+    ".ggr",
+    ".icc",
+    ".icm",
+    ".ttf",
+    ".otf",
+    ".pcf",
+    ".pil",
+    ".bdf",
+    ".fnt",
+    ".gz",
+    ".zip",
+    ".tar",
+    ".bin",
+    ".sha256",
+    ".md5",
+    ".patch",
+}
 CLASSES = ("ok", "ok*", "wrong", "traceback", "crash", "hang")
 
 
-def collect(dirs: List[str]) -> List[Path]:
+def collect(dirs: list[str]) -> list[Path]:
     seen, files = set(), []
     for d in dirs:
         for p in sorted(Path(d).rglob("*")):
@@ -129,7 +163,7 @@ def run_process(path: Path, tolerance: float) -> dict:
         text = capture.read_text()
         if rc != 0:
             line = next((ln for ln in text.splitlines() if ln.startswith(f"  {path}: ")), "")
-            reason, _, message = line[len(f"  {path}: "):].partition(": ")
+            reason, _, message = line[len(f"  {path}: ") :].partition(": ")
             return {"class": reason or "no-failure-line", "message": message[:300]}
     # The thumbnail's pixels as the command made them, before lossy WebP
     # (whose loss on tiny, saturated images is no decoding matter).
@@ -139,11 +173,16 @@ def run_process(path: Path, tolerance: float) -> dict:
         ref = reference_thumbnail(data)
     except Exception as e:  # noqa: BLE001 - Pillow cannot make a reference of this file
         return {"class": "ok*", "message": f"no reference: {type(e).__name__}: {e}"[:300]}
-    size_off = max(abs(a - b) for a, b in zip(thumb.shape[:2], ref.shape[:2]))
+    size_off = max(abs(a - b) for a, b in zip(thumb.shape[:2], ref.shape[:2], strict=True))
     colour_off = float(np.abs(colour_stats(thumb) - colour_stats(ref)).max())
     wrong = size_off > 1 or colour_off > tolerance
-    return {"class": "wrong" if wrong else "ok", "size_off": int(size_off), "colour_off": round(colour_off, 2),
-            "size": [int(thumb.shape[1]), int(thumb.shape[0])], "ref_size": [int(ref.shape[1]), int(ref.shape[0])]}
+    return {
+        "class": "wrong" if wrong else "ok",
+        "size_off": int(size_off),
+        "colour_off": round(colour_off, 2),
+        "size": [int(thumb.shape[1]), int(thumb.shape[0])],
+        "ref_size": [int(ref.shape[1]), int(ref.shape[0])],
+    }
 
 
 def pillow_decodes(path: Path) -> dict:
@@ -159,7 +198,7 @@ def vips_decodes(path: Path) -> dict:
     return {"ok": True}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dirs", nargs="+")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per file and decoder (default 60)")
@@ -177,17 +216,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ImportError:
         have_vips = False
     files = collect(args.dirs)
-    rows: List[Dict[str, object]] = []
+    rows: list[dict[str, object]] = []
     started = time.perf_counter()
     for i, path in enumerate(files):
-        row: Dict[str, object] = {"file": str(path)}
-        row.update(in_child(lambda: run_process(path, args.tolerance), args.timeout, args.mem_mb))
+        row: dict[str, object] = {"file": str(path)}
+        row.update(in_child(lambda path=path: run_process(path, args.tolerance), args.timeout, args.mem_mb))
         if "traceback" in row:
             row["class"] = "traceback"
         if not args.no_compare:
-            row["pillow"] = "ok" in in_child(lambda: pillow_decodes(path), args.timeout, args.mem_mb)
+            row["pillow"] = "ok" in in_child(lambda path=path: pillow_decodes(path), args.timeout, args.mem_mb)
             if have_vips:
-                row["vips"] = "ok" in in_child(lambda: vips_decodes(path), args.timeout, args.mem_mb)
+                row["vips"] = "ok" in in_child(lambda path=path: vips_decodes(path), args.timeout, args.mem_mb)
         rows.append(row)
         if sys.stderr.isatty():
             sys.stderr.write(f"\r{i + 1}/{len(files)}")
@@ -201,7 +240,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     counts = collections.Counter(str(r["class"]) for r in rows)
     order = [c for c in CLASSES if c in counts] + sorted(c for c in counts if c not in CLASSES)
     print(f"{len(rows)} distinct files from {', '.join(args.dirs)} in {elapsed:.0f}s")
-    header = "| class | files |" + (" Pillow decodes |" if not args.no_compare else "") + (" pyvips decodes |" if have_vips else "")
+    header = (
+        "| class | files |"
+        + (" Pillow decodes |" if not args.no_compare else "")
+        + (" pyvips decodes |" if have_vips else "")
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for c in order:

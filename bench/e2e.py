@@ -39,10 +39,10 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 import reference  # noqa: E402
 from conftest import DATA, make_12mp  # noqa: E402
 
-from fastimg.worker.jobs import parse_job  # noqa: E402
-from fastimg.worker.outputs import SPEC_V1  # noqa: E402
 from fastimg.worker.decode import decode  # noqa: E402
+from fastimg.worker.jobs import parse_job  # noqa: E402
 from fastimg.worker.limits import Limits  # noqa: E402
+from fastimg.worker.outputs import SPEC_V1  # noqa: E402
 from fastimg.worker.pipeline import encoder_pool, process  # noqa: E402
 from fastimg.worker.render import fit_inside, render  # noqa: E402
 from fastimg.worker.write import encode_webp  # noqa: E402
@@ -82,7 +82,9 @@ def sigma_for(size):
 
 # -- competitors: each makes all outputs of one file into out/ -------------------------
 def run_fastimg(path: Path, out: Path) -> None:
-    job = parse_job(json.dumps({"jobId": path.stem, "inputPath": str(path), "outputDir": str(out), "operations": list(OPS)}))
+    job = parse_job(
+        json.dumps({"jobId": path.stem, "inputPath": str(path), "outputDir": str(out), "operations": list(OPS)})
+    )
     process(job, Limits(), encoders=ENCODERS)
 
 
@@ -159,14 +161,26 @@ def worker_run(files, out: Path, workers: int, reps: int):
     except RuntimeError as e:
         print(f"worker: skipped ({e})")
         return None
-    proc = subprocess.Popen([sys.executable, "-m", "fastimg.worker.cli", "-redis", f"127.0.0.1:{server.port}",
-                             "-workers", str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=lambda: os.sched_setaffinity(0, range(os.cpu_count() or 1)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastimg.worker.cli", "-redis", f"127.0.0.1:{server.port}", "-workers", str(workers)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.sched_setaffinity(0, range(os.cpu_count() or 1)),
+    )
     conn = redislib.Redis(port=server.port)
     try:
+
         def job(f):
-            return json.dumps({"jobId": f.stem, "inputPath": str(f), "outputDir": str(out), "operations": list(OPS),
-                               "timestamp": int(time.time() * 1000), "retryCount": 0})
+            return json.dumps(
+                {
+                    "jobId": f.stem,
+                    "inputPath": str(f),
+                    "outputDir": str(out),
+                    "operations": list(OPS),
+                    "timestamp": int(time.time() * 1000),
+                    "retryCount": 0,
+                }
+            )
 
         conn.rpush("image:jobs", job(files[0]))
         conn.blpop("image:done", 60)  # warm-up: imports, first allocation
@@ -202,8 +216,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--cores", type=int, default=1,
-                    help="CPUs the in-process competitors and sharp may use (default 1: per-core comparison)")
+    ap.add_argument(
+        "--cores",
+        type=int,
+        default=1,
+        help="CPUs the in-process competitors and sharp may use (default 1: per-core comparison)",
+    )
     args = ap.parse_args()
     cpus = sorted(os.sched_getaffinity(0))[: args.cores]
     os.sched_setaffinity(0, cpus)  # children (node) inherit it; the Redis workers get all CPUs back below
@@ -230,16 +248,18 @@ def main() -> None:
             return outs[name]
 
         times = {}
-        competitors = [("fastimg", run_fastimg), ("pillow", run_pillow)] + ([("pyvips", run_pyvips)] if have_vips else [])
+        competitors = [("fastimg", run_fastimg), ("pillow", run_pillow)] + (
+            [("pyvips", run_pyvips)] if have_vips else []
+        )
         for name, fn in competitors:
             o = outdir(name)
             fn(files[0], o)  # warm-up
-            times[name] = {f: median_ms(lambda f=f: fn(f, o), args.reps) for f in files}
+            times[name] = {f: median_ms(lambda f=f, fn=fn, o=o: fn(f, o), args.reps) for f in files}
         o = outdir("floor")
         times["floor"] = {}
         for f in files:
             floor = Floor(f)
-            times["floor"][f] = median_ms(lambda f=f: floor.run(f, o), args.reps)
+            times["floor"][f] = median_ms(lambda f=f, floor=floor: floor.run(f, o), args.reps)
         s = sharp_times(files, outdir("sharp"), args.reps)
         if s is None:
             print("sharp: skipped (cd bench/node && npm install)")
@@ -272,13 +292,20 @@ def main() -> None:
         for n, o in outs.items():
             if not any(o.iterdir()):
                 continue
-            sizes = {op: sum((o / f"{f.stem}_{op}.webp").stat().st_size for f in files if (o / f"{f.stem}_{op}.webp").exists()) for op in OPS}
+            sizes = {
+                op: sum(
+                    (o / f"{f.stem}_{op}.webp").stat().st_size for f in files if (o / f"{f.stem}_{op}.webp").exists()
+                )
+                for op in OPS
+            }
             got = np.asarray(Image.open(o / f"{f12.stem}_thumbnail.webp").convert("RGB"))
             q = psnr(got, ref) if got.shape == ref.shape else float("nan")
             print(f"{n:<12} " + "  ".join(f"{op} {sizes[op]:>9,}" for op in OPS) + f"   thumbnail PSNR {q:.2f} dB")
         for workers, hwm in memory.items():
-            print(f"worker -workers {workers}: {batch[workers]:.1f} ms per image over a batch of all inputs "
-                  f"({1000 / batch[workers]:.1f} images/s); peak RSS {hwm:.0f} MB over the whole run")
+            print(
+                f"worker -workers {workers}: {batch[workers]:.1f} ms per image over a batch of all inputs "
+                f"({1000 / batch[workers]:.1f} images/s); peak RSS {hwm:.0f} MB over the whole run"
+            )
         if len(batch) == 2:
             print(f"-workers 2 throughput / -workers 1: {batch[1] / batch[2]:.2f}x")
 

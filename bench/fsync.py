@@ -35,12 +35,20 @@ def main() -> None:
     args = ap.parse_args()
     out = tempfile.mkdtemp(dir=args.dir)
     photo = DATA / "rocket.jpg"
-    job = parse_job(json.dumps({"jobId": "bench", "inputPath": str(photo), "outputDir": out,
-                                "operations": ["thumbnail", "blur", "low-quality"]}))
+    job = parse_job(
+        json.dumps(
+            {
+                "jobId": "bench",
+                "inputPath": str(photo),
+                "outputDir": out,
+                "operations": ["thumbnail", "blur", "low-quality"],
+            }
+        )
+    )
     pool = encoder_pool()
     writers = {"fsync": Writer(durable=True), "no fsync": Writer(durable=False)}
     times: dict = {k: [] for k in writers}
-    for name, w in writers.items():
+    for w in writers.values():
         process(job, encoders=pool, writer=w)  # warm up
     for _ in range(args.reps):
         for name, w in writers.items():

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fastimg  # noqa: E402
-from conftest import make_12mp  # noqa: E402
+from conftest import make_12mp
+
+import fastimg
 
 
 def median_seconds(fn, reps: int = 30) -> float:
@@ -54,7 +55,7 @@ def copy_bandwidth(nbytes: int):
 def torch_side_by_side(img: np.ndarray):
     try:
         import torch
-        import torch.nn.functional as F
+        import torch.nn.functional as F  # noqa: N812 - PyTorch's own spelling
     except ImportError:
         print("PyTorch not installed: no side-by-side")
         return []

@@ -37,16 +37,30 @@ def run(files, out: Path, jobs: int, workers: int, env_extra: dict, marks) -> di
 
     server = RedisServer()
     env = dict(os.environ, **env_extra)
-    proc = subprocess.Popen([sys.executable, "-m", "fastimg.worker.cli", "-redis", f"127.0.0.1:{server.port}",
-                             "-workers", str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastimg.worker.cli", "-redis", f"127.0.0.1:{server.port}", "-workers", str(workers)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     conn = redislib.Redis(port=server.port)
     seen = {}
     try:
         for i in range(jobs):
             f = files[i % len(files)]
-            conn.rpush("image:jobs", json.dumps({
-                "jobId": f"{f.stem}-{i}", "inputPath": str(f), "outputDir": str(out), "operations": list(OPS),
-                "timestamp": int(time.time() * 1000), "retryCount": 0}))
+            conn.rpush(
+                "image:jobs",
+                json.dumps(
+                    {
+                        "jobId": f"{f.stem}-{i}",
+                        "inputPath": str(f),
+                        "outputDir": str(out),
+                        "operations": list(OPS),
+                        "timestamp": int(time.time() * 1000),
+                        "retryCount": 0,
+                    }
+                ),
+            )
             # Keep the queue a little ahead of the workers, never far: the
             # numbers should be the worker's, not a backlog's.
             while conn.llen("image:jobs") > 2 * workers:
@@ -87,7 +101,9 @@ def main() -> None:
         files = [f for fs in groups.values() for f in fs]
         out = d / "out"
         out.mkdir()
-        print(f"worker -workers {args.workers}, {args.jobs} jobs cycling over {len(files)} inputs; RSS in MB after N jobs")
+        print(
+            f"worker -workers {args.workers}, {args.jobs} jobs cycling over {len(files)} inputs; RSS in MB after N jobs"
+        )
         for name, env in settings:
             seen = run(files, out, args.jobs, args.workers, env, marks)
             peak = seen.pop("peak")

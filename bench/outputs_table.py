@@ -22,10 +22,10 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 import reference  # noqa: E402
 from conftest import DATA, make_12mp  # noqa: E402
 
-from fastimg.worker.jobs import parse_job  # noqa: E402
-from fastimg.worker.outputs import SPEC_V1, apply_overrides  # noqa: E402
 from fastimg.worker.decode import decode  # noqa: E402
+from fastimg.worker.jobs import parse_job  # noqa: E402
 from fastimg.worker.limits import Limits  # noqa: E402
+from fastimg.worker.outputs import SPEC_V1, apply_overrides  # noqa: E402
 from fastimg.worker.pipeline import encoder_pool, process  # noqa: E402
 from fastimg.worker.render import fit_inside  # noqa: E402
 
@@ -52,12 +52,19 @@ def expected(original: np.ndarray, spec) -> np.ndarray:
 
 
 def measure(path: Path, spec, workdir: Path, against=None):
-    job = parse_job(json.dumps({"jobId": path.stem, "inputPath": str(path), "outputDir": str(workdir),
-                                "operations": list(OPS)}), (), spec)
+    job = parse_job(
+        json.dumps({"jobId": path.stem, "inputPath": str(path), "outputDir": str(workdir), "operations": list(OPS)}),
+        (),
+        spec,
+    )
     t0 = time.perf_counter()
     result = process(job, Limits(), encoders=ENCODERS)
     ms = (time.perf_counter() - t0) * 1000
-    original = decode(path.read_bytes(), [apply_overrides(SPEC_V1, {"thumbnail": {"width": 16384, "height": 16384}})["thumbnail"]], Limits())
+    original = decode(
+        path.read_bytes(),
+        [apply_overrides(SPEC_V1, {"thumbnail": {"width": 16384, "height": 16384}})["thumbnail"]],
+        Limits(),
+    )
     rows = {}
     for o in result.outputs:
         got = np.asarray(Image.open(o.path).convert("RGB" if original.ndim == 3 else "L"))
@@ -77,9 +84,13 @@ def inputs(tmp: Path):
 
 def peak_rss_mb(path: Path, tmp: Path) -> float:
     # VmHWM, not ru_maxrss: the latter carries the parent's peak across fork and exec.
-    code = ("import sys; from fastimg.worker.oneshot import main; main([sys.argv[1], '-o', sys.argv[2], '-j', '1']);"
-            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
-    out = subprocess.run([sys.executable, "-c", code, str(path), str(tmp / "mem")], capture_output=True, text=True, check=True)
+    code = (
+        "import sys; from fastimg.worker.oneshot import main; main([sys.argv[1], '-o', sys.argv[2], '-j', '1']);"
+        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(tmp / "mem")], capture_output=True, text=True, check=True
+    )
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
@@ -115,8 +126,10 @@ def main() -> None:
             small = tmp / "tiny.jpg"
             Image.new("RGB", (16, 16)).save(small)
             base = peak_rss_mb(small, tmp)
-            print(f"{mp} MP: JPEG {peak_rss_mb(p, tmp):.0f} MB, PNG {peak_rss_mb(p_png, tmp):.0f} MB "
-                  f"(baseline for a 16x16 image: {base:.0f} MB; decoded RGB {size[0] * size[1] * 3 / 2**20:.0f} MB)")
+            print(
+                f"{mp} MP: JPEG {peak_rss_mb(p, tmp):.0f} MB, PNG {peak_rss_mb(p_png, tmp):.0f} MB "
+                f"(baseline for a 16x16 image: {base:.0f} MB; decoded RGB {size[0] * size[1] * 3 / 2**20:.0f} MB)"
+            )
 
 
 if __name__ == "__main__":

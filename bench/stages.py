@@ -22,9 +22,9 @@ import argparse
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
-import statistics
 import tempfile
 import threading
 import time
@@ -45,9 +45,9 @@ def child_stages(path: Path, reps: int) -> dict:
     from PIL import Image, ImageOps
 
     import fastimg
-    from fastimg.worker.outputs import SPEC_V1
     from fastimg.worker.decode import decode
     from fastimg.worker.limits import Limits
+    from fastimg.worker.outputs import SPEC_V1
     from fastimg.worker.read import read_input
     from fastimg.worker.write import encode_webp
 
@@ -83,7 +83,9 @@ def child_stages(path: Path, reps: int) -> dict:
     }
     for op, img in sizes.items():
         pixels = img.numpy()
-        out[f"encode {op} ({pixels.shape[1]} wide)"] = warm_median_ms(lambda p=pixels, s=SPEC_V1[op]: encode_webp(p, s), reps)
+        out[f"encode {op} ({pixels.shape[1]} wide)"] = warm_median_ms(
+            lambda p=pixels, s=SPEC_V1[op]: encode_webp(p, s), reps
+        )
     return out
 
 
@@ -100,8 +102,9 @@ def child_threads(path: Path, reps: int, threads: int) -> dict:
 
     encoders = encoder_pool()
     with tempfile.TemporaryDirectory() as d:
-        job = parse_job(json.dumps({"jobId": path.stem, "inputPath": str(path), "outputDir": d,
-                                    "operations": list(OPS)}))
+        job = parse_job(
+            json.dumps({"jobId": path.stem, "inputPath": str(path), "outputDir": d, "operations": list(OPS)})
+        )
         process(job, Limits(), encoders=encoders)
         shares: list = []
 
@@ -172,15 +175,19 @@ def main() -> None:
             for n in (int(v) for v in args.threads.split(",")):
                 r = result(spawn("threads", path, max(2, args.reps // n), cpus, n))
                 base = base or r["ms"]
-                print(f"  {n:>3} at a time: {r['ms']:7.1f} ms per job ({base / r['ms']:5.2f}x the jobs/s of one "
-                      f"at a time), kernels {100 * r['kernels']:4.1f}% of a job")
+                print(
+                    f"  {n:>3} at a time: {r['ms']:7.1f} ms per job ({base / r['ms']:5.2f}x the jobs/s of one "
+                    f"at a time), kernels {100 * r['kernels']:4.1f}% of a job"
+                )
             return
         print("\n3. scaling (ms per job over a batch; lower is better)")
         side = [result(p)["ms"] for p in [spawn("loop", path, args.reps, [c]) for c in cpus]]
         ceiling = max(side) / len(cpus)
-        print(f"  ceiling: {len(cpus)} pipelines pinned one per core, side by side: "
-              f"{', '.join(f'{v:.1f}' for v in side)} each, {ceiling:.1f} per job together "
-              f"({one / ceiling:.2f}x one core alone)")
+        print(
+            f"  ceiling: {len(cpus)} pipelines pinned one per core, side by side: "
+            f"{', '.join(f'{v:.1f}' for v in side)} each, {ceiling:.1f} per job together "
+            f"({one / ceiling:.2f}x one core alone)"
+        )
         out = d / "out"
         out.mkdir()
         batch = {}
@@ -191,8 +198,10 @@ def main() -> None:
             _, batch[workers], _ = res
             print(f"  gpu-image-worker -workers {workers}: {batch[workers]:.1f}")
         n = len(cpus)
-        print(f"  -workers {n} / -workers 1: {batch[1] / batch[n]:.2f}x; "
-              f"-workers {n} against the ceiling: {ceiling / batch[n]:.2f}x")
+        print(
+            f"  -workers {n} / -workers 1: {batch[1] / batch[n]:.2f}x; "
+            f"-workers {n} against the ceiling: {ceiling / batch[n]:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def test_quantize(benchmark, photo12, impl):
     if impl == "pillow":
         im = Image.fromarray(photo12)
         step = 255 / 31
-        lut = [int(round(round(v / step) * step)) for v in range(256)] * 3
+        lut = [round(round(v / step) * step) for v in range(256)] * 3
         benchmark(im.point, lut)
     else:
         benchmark(fastimg.quantize, photo12, 32, dither=impl.endswith("dither"), backend="cpu")

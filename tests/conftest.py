@@ -12,9 +12,7 @@ DATA = Path(__file__).parent / "data"
 PHOTOS = sorted(p.name for p in DATA.iterdir() if p.suffix in (".png", ".jpg"))
 
 CUDA = "cuda" in fastimg.backends().available
-requires_cuda = pytest.mark.skipif(
-    not CUDA, reason=f"no usable GPU: {fastimg.backends().cuda_reason}"
-)
+requires_cuda = pytest.mark.skipif(not CUDA, reason=f"no usable GPU: {fastimg.backends().cuda_reason}")
 
 
 def load_photo(name: str) -> np.ndarray:
@@ -44,9 +42,9 @@ def rng() -> SeededRng:
 
 # -- the queue tests ---------------------------------------------------------
 import json  # noqa: E402
-import zlib  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
+import zlib  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 
 from redis_server import RedisServer  # noqa: E402

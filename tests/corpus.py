@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from typing import Dict, Tuple
 
 import numpy as np
 from PIL import Image, ImageCms
@@ -30,12 +29,14 @@ def pattern(w: int = W, h: int = H, seed: int = 0) -> np.ndarray:
 QUADRANTS = {"tl": (220, 30, 30), "tr": (30, 200, 30), "bl": (30, 30, 220), "br": (235, 235, 235)}
 
 
-def quadrant_means(img: np.ndarray) -> Dict[str, np.ndarray]:
+def quadrant_means(img: np.ndarray) -> dict[str, np.ndarray]:
     h, w = img.shape[:2]
     qh, qw = h // 4, w // 4  # the middle of each quarter, away from the edges
     centres = {"tl": (qh, qw), "tr": (qh, 3 * qw), "bl": (3 * qh, qw), "br": (3 * qh, 3 * qw)}
-    return {k: img[y - qh // 2 : y + qh // 2, x - qw // 2 : x + qw // 2, :3].reshape(-1, 3).mean(0)
-            for k, (y, x) in centres.items()}
+    return {
+        k: img[y - qh // 2 : y + qh // 2, x - qw // 2 : x + qw // 2, :3].reshape(-1, 3).mean(0)
+        for k, (y, x) in centres.items()
+    }
 
 
 def save(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -77,16 +78,30 @@ def png16(arr: np.ndarray) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def tiff16(arr: np.ndarray) -> bytes:
     """An uncompressed little-endian 16-bit RGB TIFF of a uint16 (H, W, 3) array."""
     h, w, c = arr.shape
     pixels = arr.astype("<u2").tobytes()
-    tags = [(256, 3, w), (257, 3, h), (258, 3, None), (259, 3, 1), (262, 3, 2), (273, 4, None),
-            (277, 3, c), (278, 3, h), (279, 4, len(pixels)), (284, 3, 1)]
+    tags = [
+        (256, 3, w),
+        (257, 3, h),
+        (258, 3, None),
+        (259, 3, 1),
+        (262, 3, 2),
+        (273, 4, None),
+        (277, 3, c),
+        (278, 3, h),
+        (279, 4, len(pixels)),
+        (284, 3, 1),
+    ]
     ifd = 8
     bits = ifd + 2 + 12 * len(tags) + 4
     data = bits + 8
@@ -94,7 +109,9 @@ def tiff16(arr: np.ndarray) -> bytes:
     for tag, typ, value in tags:
         count = 3 if tag == 258 else 1
         value = bits if tag == 258 else data if tag == 273 else value
-        out += struct.pack("<HHI", tag, typ, count) + (struct.pack("<HH", value, 0) if typ == 3 and count == 1 else struct.pack("<I", value))
+        out += struct.pack("<HHI", tag, typ, count) + (
+            struct.pack("<HH", value, 0) if typ == 3 and count == 1 else struct.pack("<I", value)
+        )
     out += struct.pack("<I", 0) + struct.pack("<HHHH", 16, 16, 16, 0) + pixels
     return bytes(out)
 
@@ -103,7 +120,7 @@ def tiff16(arr: np.ndarray) -> bytes:
 SRGB_PRIMARIES = {"r": (0.4361, 0.2225, 0.0139), "g": (0.3851, 0.7169, 0.0971), "b": (0.1431, 0.0606, 0.7141)}
 
 
-def icc_profile(primaries: Dict[str, Tuple[float, float, float]], gamma: float = 2.2) -> bytes:
+def icc_profile(primaries: dict[str, tuple[float, float, float]], gamma: float = 2.2) -> bytes:
     """A minimal ICC v2 RGB display profile: matrix from `primaries`, one gamma curve."""
 
     def s15(v: float) -> bytes:
@@ -114,8 +131,10 @@ def icc_profile(primaries: Dict[str, Tuple[float, float, float]], gamma: float =
 
     desc_text = b"fastimg test profile\0"
     tags = [
-        (b"desc", b"desc" + b"\0" * 4 + struct.pack(">I", len(desc_text)) + desc_text
-         + b"\0" * 8 + b"\0" * 3 + b"\0" * 67),
+        (
+            b"desc",
+            b"desc" + b"\0" * 4 + struct.pack(">I", len(desc_text)) + desc_text + b"\0" * 8 + b"\0" * 3 + b"\0" * 67,
+        ),
         (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
         (b"rXYZ", xyz(primaries["r"])),
         (b"gXYZ", xyz(primaries["g"])),
@@ -130,8 +149,21 @@ def icc_profile(primaries: Dict[str, Tuple[float, float, float]], gamma: float =
         table += sig + struct.pack(">II", offset + len(body), len(data))
         body += data + b"\0" * (-len(data) % 4)
     size = offset + len(body)
-    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntr" + b"RGB " + b"XYZ "
-              + b"\0" * 12 + b"acsp" + b"\0" * 28 + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48)
+    header = (
+        struct.pack(">I", size)
+        + b"lcms"
+        + bytes([2, 0x10, 0, 0])
+        + b"mntr"
+        + b"RGB "
+        + b"XYZ "
+        + b"\0" * 12
+        + b"acsp"
+        + b"\0" * 28
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)
+        + b"\0" * 48
+    )
     assert len(header) == 128
     return header + struct.pack(">I", len(tags)) + table + body
 

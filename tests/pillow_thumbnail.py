@@ -6,7 +6,6 @@ the worker's decoder; shared by tests/test_corpus.py and bench/corpus.py."""
 from __future__ import annotations
 
 import io
-from typing import Tuple
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
@@ -14,7 +13,7 @@ from PIL import Image, ImageCms, ImageOps
 _SRGB = ImageCms.createProfile("sRGB")
 
 
-def fit_inside(width: int, height: int, box: int) -> Tuple[int, int]:
+def fit_inside(width: int, height: int, box: int) -> tuple[int, int]:
     scale = min(1.0, box / width, box / height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 

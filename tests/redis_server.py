@@ -8,7 +8,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import List, Optional
 
 import redis
 
@@ -20,15 +19,30 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, extra_args: Optional[List[str]] = None, port: Optional[int] = None) -> None:
+    def __init__(self, extra_args: list[str] | None = None, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server not found on PATH: install it (apt-get install redis-server); .ci/run does")
+            raise RuntimeError(
+                "redis-server not found on PATH: install it (apt-get install redis-server); .ci/run does"
+            )
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="fastimg-redis-")
-        self.args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-                     "--save", "", "--appendonly", "no", "--protected-mode", "no"] + (extra_args or [])
-        self.proc: Optional[subprocess.Popen] = None
+        self.args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.dir,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ] + (extra_args or [])
+        self.proc: subprocess.Popen | None = None
         self.start()
 
     @property

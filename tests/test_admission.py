@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from fastimg.worker.admission import Budget, estimate
-from fastimg.worker.options import parse_size
 from fastimg.worker.decode import header
 from fastimg.worker.errors import PermanentError
+from fastimg.worker.options import parse_size
 from fastimg.worker.outputs import SPEC_V1
 
 MEASURE = r"""

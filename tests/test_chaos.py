@@ -17,20 +17,19 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, List
 
 import numpy as np
 import pytest
-import redis
+from conftest import WORKER_CMD, push, records, running_worker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from redis_server import RedisServer, env_without_redis, free_port, wait_for
 
-from conftest import WORKER_CMD, push, records, running_worker
 from fastimg.worker import confine
 from fastimg.worker.wire import loads
-from redis_server import RedisServer, env_without_redis, free_port, wait_for
 
 
 def tiny_photo(path: Path, colour=(40, 160, 60), size=(64, 48)) -> Path:
@@ -39,8 +38,14 @@ def tiny_photo(path: Path, colour=(40, 160, 60), size=(64, 48)) -> Path:
 
 
 def job_for(uploads: Path, job_id: str, src: Path, ops=("thumbnail",), **extra) -> dict:
-    job = {"jobId": job_id, "inputPath": str(src), "outputDir": str(uploads / "user1" / "processed"),
-           "operations": list(ops), "timestamp": 1737158400000, "retryCount": 0}
+    job = {
+        "jobId": job_id,
+        "inputPath": str(src),
+        "outputDir": str(uploads / "user1" / "processed"),
+        "operations": list(ops),
+        "timestamp": 1737158400000,
+        "retryCount": 0,
+    }
     job.update(extra)
     return job
 
@@ -87,8 +92,10 @@ def test_poison_payloads_end_as_failed_and_the_slot_goes_on(r, redis_server, upl
     with running_worker(redis_server.url, workers=1) as w:
         push(r, *poison.values())
         push(r, job_for(uploads, "after-poison", good))
-        wait_for(lambda: r.llen("image:done") == 2 and r.llen("image:failed") == len(poison) - 1,
-                 what="a good job after the poison")
+        wait_for(
+            lambda: r.llen("image:done") == 2 and r.llen("image:failed") == len(poison) - 1,
+            what="a good job after the poison",
+        )
         assert w.ready() and w.live_slots() == 1
         assert w.metrics.slot_restarts._value.get() == 0  # the wall held: nothing reached the slot
     failed = records(r, "image:failed")
@@ -109,14 +116,20 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
-JOBLIKE = st.fixed_dictionaries({
-    "jobId": st.one_of(st.text(max_size=12), JSON),
-    "inputPath": st.one_of(st.just("/nonexistent/x.jpg"), st.text(max_size=12), JSON),
-    "outputDir": st.one_of(st.just("/tmp/fastimg-never"), st.text(max_size=12), JSON),
-    "operations": st.one_of(st.lists(st.sampled_from(["thumbnail", "blur", "zoom"]), max_size=3), JSON),
-}, optional={"retryCount": JSON, "timestamp": JSON, "params": JSON})
-PAYLOAD = st.one_of(st.binary(max_size=200), JSON.map(lambda v: json.dumps(v, allow_nan=True)),
-                    JOBLIKE.map(lambda v: json.dumps(v, allow_nan=True)))
+JOBLIKE = st.fixed_dictionaries(
+    {
+        "jobId": st.one_of(st.text(max_size=12), JSON),
+        "inputPath": st.one_of(st.just("/nonexistent/x.jpg"), st.text(max_size=12), JSON),
+        "outputDir": st.one_of(st.just("/tmp/fastimg-never"), st.text(max_size=12), JSON),
+        "operations": st.one_of(st.lists(st.sampled_from(["thumbnail", "blur", "zoom"]), max_size=3), JSON),
+    },
+    optional={"retryCount": JSON, "timestamp": JSON, "params": JSON},
+)
+PAYLOAD = st.one_of(
+    st.binary(max_size=200),
+    JSON.map(lambda v: json.dumps(v, allow_nan=True)),
+    JOBLIKE.map(lambda v: json.dumps(v, allow_nan=True)),
+)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
@@ -126,8 +139,11 @@ def test_arbitrary_payloads_never_kill_a_slot(redis_server, payloads):
     r.flushall()
     with running_worker(redis_server.url, workers=1, max_retries=1, backoff_base=0.01, backoff_cap=0.02) as w:
         push(r, *payloads)
-        wait_for(lambda: r.llen("image:failed") + r.llen("image:done") == len(payloads), timeout=60,
-                 what="every payload's outcome")
+        wait_for(
+            lambda: r.llen("image:failed") + r.llen("image:done") == len(payloads),
+            timeout=60,
+            what="every payload's outcome",
+        )
         assert w.live_slots() == 1 and w.metrics.slot_restarts._value.get() == 0
     assert r.llen("image:jobs") == 0 and r.llen("image:retry") == 0 and in_flight(r) == 0
     for raw in r.lrange("image:failed", 0, -1):
@@ -156,12 +172,18 @@ def test_connections_killed_every_few_ms_lose_and_duplicate_nothing(r, redis_ser
         thread.start()
         for job_id in ids:
             push(checker, job_for(uploads, job_id, src))
-        wait_for(lambda: checker.llen("image:done") + checker.llen("image:failed") >= len(ids) * 0.9,
-                 timeout=120, what="most jobs done under fire")
+        wait_for(
+            lambda: checker.llen("image:done") + checker.llen("image:failed") >= len(ids) * 0.9,
+            timeout=120,
+            what="most jobs done under fire",
+        )
         stop.set()
         thread.join()
-        wait_for(lambda: r.llen("image:done") + r.llen("image:failed") == len(ids) and in_flight(r) == 0,
-                 timeout=60, what="every outcome once the killing stopped")
+        wait_for(
+            lambda: r.llen("image:done") + r.llen("image:failed") == len(ids) and in_flight(r) == 0,
+            timeout=60,
+            what="every outcome once the killing stopped",
+        )
         assert w.live_slots() == 4
     assert sum(kills) > 50, sum(kills)
     assert_invariant(r, ids, [uploads])
@@ -170,8 +192,14 @@ def test_connections_killed_every_few_ms_lose_and_duplicate_nothing(r, redis_ser
 
 # -- signals -----------------------------------------------------------------------
 def start_worker(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen(WORKER_CMD + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env_without_redis(), **kw)
+    return subprocess.Popen(
+        WORKER_CMD + list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env_without_redis(),
+        **kw,
+    )
 
 
 def slow_png(path: Path, w: int = 6000, h: int = 4000) -> Path:
@@ -205,8 +233,15 @@ def test_second_signal_with_busy_and_idle_slots_exits_at_once(r, redis_server, u
 
 
 def test_shutdown_timeout_holds_to_within_a_second(r, redis_server, uploads):
-    push(r, job_for(uploads, "slow", slow_png(uploads / "user1" / "slow.png", 8000, 6000),
-                    ops=("thumbnail", "blur", "low-quality")))
+    push(
+        r,
+        job_for(
+            uploads,
+            "slow",
+            slow_png(uploads / "user1" / "slow.png", 8000, 6000),
+            ops=("thumbnail", "blur", "low-quality"),
+        ),
+    )
     p = start_worker("-redis", f"127.0.0.1:{redis_server.port}", "-workers", "1", "--shutdown-timeout", "1")
     try:
         wait_for(lambda: in_flight(r), interval=0.005, what="the slow job in flight")
@@ -245,9 +280,16 @@ def test_slowloris_on_the_metrics_port_starves_no_job(r, redis_server, uploads):
     def low_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
-    p = start_worker("-redis", f"127.0.0.1:{redis_server.port}", "-workers", "2", "--metrics-port", str(port),
-                     preexec_fn=low_fd_limit)
-    idle: List[socket.socket] = []
+    p = start_worker(
+        "-redis",
+        f"127.0.0.1:{redis_server.port}",
+        "-workers",
+        "2",
+        "--metrics-port",
+        str(port),
+        preexec_fn=low_fd_limit,
+    )
+    idle: list[socket.socket] = []
     try:
         wait_for(lambda: _get(port, "/healthz") == 200, what="metrics port")
         for _ in range(400):
@@ -338,8 +380,12 @@ def png_header(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_memory_admission_makes_big_jobs_wait_and_refuses_what_never_fits(r, redis_server, uploads):
@@ -424,8 +470,12 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_is_refused_at_open(tm
     (outside / "d").mkdir(parents=True)
     tiny_photo(root / "u" / "d" / "in.jpg")
     tiny_photo(outside / "d" / "in.jpg")
-    job = parse_job(json.dumps(job_for(root.parent, "j", root / "u" / "d" / "in.jpg")
-                               | {"outputDir": str(root / "u" / "d" / "out")}), (os.path.realpath(root),))
+    job = parse_job(
+        json.dumps(
+            job_for(root.parent, "j", root / "u" / "d" / "in.jpg") | {"outputDir": str(root / "u" / "d" / "out")}
+        ),
+        (os.path.realpath(root),),
+    )
     os.rename(root / "u", tmp_path / "moved")
     (root / "u").symlink_to(outside)  # after the job's check, before any open
     with pytest.raises(PermanentError) as e:

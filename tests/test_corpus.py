@@ -11,19 +11,19 @@ import subprocess
 import zlib
 from pathlib import Path
 
+import corpus
 import numpy as np
 import pytest
-from PIL import Image, PpmImagePlugin
-
-import corpus
 from conftest import WORKER_CMD
+from PIL import Image, PpmImagePlugin
+from pillow_thumbnail import colour_stats, reference_thumbnail
+
 from fastimg.worker import oneshot
 from fastimg.worker.decode import decode, header, parse_formats
 from fastimg.worker.errors import JobError
 from fastimg.worker.limits import DEFAULT_FORMATS, Limits
 from fastimg.worker.outputs import SPEC_V1
 from fastimg.worker.render import render
-from pillow_thumbnail import colour_stats, reference_thumbnail
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
@@ -42,8 +42,11 @@ THUMB = [SPEC_V1["thumbnail"]]
 
 
 def test_the_table_covers_every_corpus_file():
-    files = {str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*")
-             if p.is_file() and p.parent != CORPUS and p.parent.name != "LICENSES"}
+    files = {
+        str(p.relative_to(CORPUS))
+        for p in CORPUS.rglob("*")
+        if p.is_file() and p.parent != CORPUS and p.parent.name != "LICENSES"
+    }
     assert files == set(EXPECTED)
 
 
@@ -75,8 +78,12 @@ def test_corpus_file_is_decoded_right_or_refused_with_its_reason(name):
 
 def test_process_runs_the_whole_corpus_in_one_batch(tmp_path):
     files = [str(CORPUS / name) for name in sorted(EXPECTED)]
-    res = subprocess.run(WORKER_CMD + ["process", *files, "-o", str(tmp_path), "--ops", "thumbnail", "-j", "2"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        WORKER_CMD + ["process", *files, "-o", str(tmp_path), "--ops", "thumbnail", "-j", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     ok = sum(1 for v in EXPECTED.values() if v == "ok")
     assert res.returncode == 1
     assert f"{ok} ok, {len(files) - ok} failed" in res.stdout, res.stdout
@@ -106,6 +113,7 @@ def test_a_bug_fails_one_file_and_the_batch_goes_on(tmp_path, monkeypatch, capsy
 
 
 # -- accepted formats ---------------------------------------------------------
+
 
 def ppm() -> bytes:
     return corpus.save(Image.fromarray(corpus.pattern()), "PPM")
@@ -143,8 +151,13 @@ def test_a_file_in_an_accepted_format_is_parsed_by_that_format_only(monkeypatch)
 
 def test_format_names_are_checked():
     assert parse_formats(" JPEG, png ,avif") == ("jpeg", "png", "avif")
-    for name, why in [("svg", "never rasterised"), ("wmf", "only identifies"), ("grib", "only identifies"),
-                      ("heic", "not a format Pillow reads"), ("", "no formats")]:
+    for name, why in [
+        ("svg", "never rasterised"),
+        ("wmf", "only identifies"),
+        ("grib", "only identifies"),
+        ("heic", "not a format Pillow reads"),
+        ("", "no formats"),
+    ]:
         with pytest.raises(ValueError, match=why):
             parse_formats(name)
 
@@ -152,8 +165,15 @@ def test_format_names_are_checked():
 def test_input_formats_flag(tmp_path):
     photo = tmp_path / "p.ppm"
     photo.write_bytes(ppm())
-    run = lambda *a: subprocess.run(WORKER_CMD + ["process", str(photo), "-o", str(tmp_path / "o"), *a],  # noqa: E731
-                                    capture_output=True, text=True, timeout=120)
+
+    def run(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            WORKER_CMD + ["process", str(photo), "-o", str(tmp_path / "o"), *a],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
     res = run()
     assert res.returncode == 1 and "p.ppm: unsupported-format: ppm images are not accepted" in res.stdout
     assert run("--input-formats", "jpeg,ppm").returncode == 0
@@ -173,12 +193,17 @@ def test_palette_alpha_is_kept():
 
 # -- sizes --------------------------------------------------------------------
 
+
 def png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_a_side_beyond_the_kernels_is_too_large_from_the_header():
@@ -199,13 +224,14 @@ def test_max_pixels_above_pillows_own_limit_takes_effect():
 
 # -- 16 bits ------------------------------------------------------------------
 
+
 def test_pillows_deflate_16_bit_tiff_is_exact():
     data = (CORPUS / "pillow" / "tiff_16bit_RGB.tiff").read_bytes()
     with Image.open(io.BytesIO(data)) as im:
         offset, count = im.tag_v2[324][0], im.tag_v2[325][0]  # one 256x256 deflate tile
         w, h = im.size
         assert im.tag_v2[259] == 8 and im.tag_v2.get(317, 1) == 1
-    tile = np.frombuffer(zlib.decompress(data[offset:offset + count]), "<u2").reshape(256, 256, 3)
+    tile = np.frombuffer(zlib.decompress(data[offset : offset + count]), "<u2").reshape(256, 256, 3)
     np.testing.assert_array_equal(decode(data, THUMB, Limits()), np.floor(tile[:h, :w] / 257 + 0.5))
 
 
@@ -214,8 +240,19 @@ def deflate_tiff16(arr: np.ndarray, extra: int) -> bytes:
     alpha's ExtraSamples value (1 premultiplied, 2 straight)."""
     h, w, c = arr.shape
     body = zlib.compress(arr.astype(">u2").tobytes())
-    tags = [(256, 3, w), (257, 3, h), (258, 3, None), (259, 3, 8), (262, 3, 2), (273, 4, None),
-            (277, 3, c), (278, 3, h), (279, 4, len(body)), (284, 3, 1), (338, 3, extra)]
+    tags = [
+        (256, 3, w),
+        (257, 3, h),
+        (258, 3, None),
+        (259, 3, 8),
+        (262, 3, 2),
+        (273, 4, None),
+        (277, 3, c),
+        (278, 3, h),
+        (279, 4, len(body)),
+        (284, 3, 1),
+        (338, 3, extra),
+    ]
     bits = 8 + 2 + 12 * len(tags) + 4
     data = bits + 8
     out = bytearray(b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", len(tags)))
@@ -250,6 +287,7 @@ def test_16_bit_grey_alpha_png_is_exact():
 
 # -- damaged files ------------------------------------------------------------
 
+
 def test_a_truncated_jpeg_with_a_profile_is_corrupt_not_blank():
     jpeg = corpus.save(Image.fromarray(corpus.pattern(480, 320)), "JPEG", icc_profile=corpus.srgb_icc())
     with pytest.raises(JobError) as e:
@@ -282,7 +320,7 @@ def test_a_page_chain_damaged_after_the_first_page_uses_the_first():
         if struct.unpack_from("<H", data, second + 2 + 12 * i)[0] == 256:  # ImageWidth of page 2
             struct.pack_into("<H", data, second + 2 + 12 * i, 65000)
     with Image.open(io.BytesIO(bytes(data))) as im, pytest.raises(TypeError):
-        im.n_frames  # what used to escape as a traceback
+        _ = im.n_frames  # what used to escape as a traceback
     np.testing.assert_array_equal(decode(bytes(data), THUMB, Limits()), corpus.pattern())
 
 

@@ -11,12 +11,11 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
+from test_kernels import chain, colour_diff
 
 import fastimg
 from fastimg import _core
-from test_kernels import chain, colour_diff
 
 pytestmark = pytest.mark.skipif(
     not _core.cuda_status()["emulated"], reason="not the host emulation build (FASTIMG_CUDA=EMU)"
@@ -77,8 +76,11 @@ def test_device_name_says_emulated():
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     # A process of its own: a sticky error lasts as long as the process.
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env={**os.environ, **env},
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -127,7 +129,8 @@ def test_sticky_error_moves_the_process_to_the_cpu():
 
 def test_memory_limit():
     # A process of its own, whose device memory holds no cached weight tables.
-    p = run_python("""
+    p = run_python(
+        """
         import numpy as np
         import fastimg
 
@@ -141,13 +144,16 @@ def test_memory_limit():
             raise SystemExit("no DeviceOutOfMemory")
         got, want = (fastimg.gaussian_blur(small, 3.0, backend=b) for b in ("cuda", "cpu"))
         assert np.abs(got.astype(int) - want).max() <= 1
-    """, FASTIMG_EMU_MEMORY="200000")
+    """,
+        FASTIMG_EMU_MEMORY="200000",
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert "raised: CUDA error cudaErrorMemoryAllocation" in p.stdout
 
 
 def test_no_kernel_image_for_the_device_means_cpu():
-    p = run_python("""
+    p = run_python(
+        """
         import numpy as np
         import fastimg
 
@@ -157,6 +163,8 @@ def test_no_kernel_image_for_the_device_means_cpu():
         img = np.zeros((9, 7), np.uint8)
         assert fastimg.resize(img, (3, 4)).shape == (4, 3)
         assert fastimg.Image(img).backend == "cpu"
-    """, FASTIMG_EMU_NO_KERNEL_IMAGE="1")
+    """,
+        FASTIMG_EMU_NO_KERNEL_IMAGE="1",
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert "probe kernel did not run" in p.stdout and "cudaErrorNoKernelImageForDevice" in p.stdout

@@ -11,21 +11,21 @@ import resource
 import struct
 import zlib
 
+import corpus
 import numpy as np
 import pytest
-from PIL import Image
-
-import corpus
 from conftest import push, records, running_worker
 from corpus import QUADRANTS, pattern, quadrant_means, save
+from PIL import Image
+from redis_server import wait_for
+
+from fastimg.worker.decode import decode
 from fastimg.worker.errors import JobError
 from fastimg.worker.jobs import parse_job
-from fastimg.worker.outputs import SPEC_V1, OutputSpec
-from fastimg.worker.decode import decode
 from fastimg.worker.limits import Limits
+from fastimg.worker.outputs import SPEC_V1, OutputSpec
 from fastimg.worker.pipeline import process
 from fastimg.worker.render import render
-from redis_server import wait_for
 
 ALL_OPS = ["thumbnail", "blur", "low-quality"]
 
@@ -71,11 +71,12 @@ def animated(fmt: str, **kw) -> bytes:
 
 def build_inputs():
     rgb = Image.fromarray(pattern())
-    swapped = corpus.icc_profile({"r": corpus.SRGB_PRIMARIES["g"], "g": corpus.SRGB_PRIMARIES["r"],
-                                  "b": corpus.SRGB_PRIMARIES["b"]})
+    swapped = corpus.icc_profile(
+        {"r": corpus.SRGB_PRIMARIES["g"], "g": corpus.SRGB_PRIMARIES["r"], "b": corpus.SRGB_PRIMARIES["b"]}
+    )
     grey = {k: (v[0] * 299 + v[1] * 587 + v[2] * 114) / 1000 for k, v in QUADRANTS.items()}
     grey_q = {k: (g, g, g) for k, g in grey.items()}
-    sixteen = (pattern().astype(np.uint16) * 257)
+    sixteen = pattern().astype(np.uint16) * 257
     return {
         # name: (bytes, expected quadrant colours or None, alpha expected)
         "jpeg-baseline": (save(rgb, "JPEG", quality=92), QUADRANTS, False),
@@ -87,12 +88,24 @@ def build_inputs():
         "png-rgb8": (save(rgb, "PNG"), QUADRANTS, False),
         "png-rgb16": (corpus.png16(sixteen), QUADRANTS, False),
         "png-grey8": (save(rgb.convert("L"), "PNG"), grey_q, False),
-        "png-grey16": (save(Image.fromarray((np.asarray(rgb.convert("L")).astype(np.uint16) * 257)), "PNG"), grey_q, False),
+        "png-grey16": (
+            save(Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257), "PNG"),
+            grey_q,
+            False,
+        ),
         "png-grey-alpha": (save(Image.fromarray(rgba_disc()).convert("LA"), "PNG"), None, True),
-        "png-palette-transparency": (save(Image.fromarray(rgba_disc()).convert("P", palette=Image.Palette.ADAPTIVE), "PNG", transparency=0), None, True),
+        "png-palette-transparency": (
+            save(Image.fromarray(rgba_disc()).convert("P", palette=Image.Palette.ADAPTIVE), "PNG", transparency=0),
+            None,
+            True,
+        ),
         "png-rgba": (save(Image.fromarray(rgba_disc()), "PNG"), None, True),
         "gif-palette": (save(rgb.convert("P", palette=Image.Palette.ADAPTIVE), "GIF"), QUADRANTS, False),
-        "gif-transparency": (save(Image.fromarray(rgba_disc()).convert("P", palette=Image.Palette.ADAPTIVE), "GIF", transparency=0), None, True),
+        "gif-transparency": (
+            save(Image.fromarray(rgba_disc()).convert("P", palette=Image.Palette.ADAPTIVE), "GIF", transparency=0),
+            None,
+            True,
+        ),
         "gif-animated": (animated("GIF"), QUADRANTS, False),
         "webp-lossy": (save(rgb, "WEBP", quality=90), QUADRANTS, False),
         "webp-lossless": (save(rgb, "WEBP", lossless=True), QUADRANTS, False),
@@ -101,7 +114,11 @@ def build_inputs():
         "bmp": (save(rgb, "BMP"), QUADRANTS, False),
         "tiff-8bit": (save(rgb, "TIFF"), QUADRANTS, False),
         "tiff-16bit": (corpus.tiff16(sixteen), QUADRANTS, False),
-        "tiff-multipage": (save(rgb, "TIFF", save_all=True, append_images=[Image.new("RGB", rgb.size, (0, 0, 255))]), QUADRANTS, False),
+        "tiff-multipage": (
+            save(rgb, "TIFF", save_all=True, append_images=[Image.new("RGB", rgb.size, (0, 0, 255))]),
+            QUADRANTS,
+            False,
+        ),
     }
 
 
@@ -194,9 +211,11 @@ def test_shrink_on_load_matches_full_decode():
 
 
 def test_params_change_the_outputs(tmp_path):
-    params = {"thumbnail": {"width": 100, "height": 100, "quality": 50},
-              "blur": {"sigma": 3},
-              "low-quality": {"levels": 4, "width": 200, "height": 200}}
+    params = {
+        "thumbnail": {"width": 100, "height": 100, "quality": 50},
+        "blur": {"sigma": 3},
+        "low-quality": {"levels": 4, "width": 200, "height": 200},
+    }
     result = run(tmp_path, save(Image.fromarray(pattern()), "PNG"), params=params)
     sizes = {o.operation: (o.width, o.height) for o in result.outputs}
     assert sizes == {"thumbnail": (100, 67), "blur": (240, 160), "low-quality": (200, 133)}
@@ -205,18 +224,21 @@ def test_params_change_the_outputs(tmp_path):
     assert np.abs(quadrant_means(lq)["tl"] - (255, 0, 0)).max() < 40  # 4 levels: 220 -> 255, 30 -> 0
 
 
-@pytest.mark.parametrize("params, field", [
-    ({"thumbnail": {"width": 0}}, "params.thumbnail.width"),
-    ({"thumbnail": {"width": "big"}}, "params.thumbnail.width"),
-    ({"thumbnail": {"quality": 101}}, "params.thumbnail.quality"),
-    ({"blur": {"sigma": -1}}, "params.blur.sigma"),
-    ({"blur": {"levels": 4}}, "params.blur"),
-    ({"low-quality": {"levels": 1}}, "params.low-quality.levels"),
-    ({"low-quality": {"dither": 1}}, "params.low-quality.dither"),
-    ({"sharpen": {}}, "params"),
-    ({"thumbnail": 5}, "params.thumbnail"),
-    ([1], "params"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"thumbnail": {"width": 0}}, "params.thumbnail.width"),
+        ({"thumbnail": {"width": "big"}}, "params.thumbnail.width"),
+        ({"thumbnail": {"quality": 101}}, "params.thumbnail.quality"),
+        ({"blur": {"sigma": -1}}, "params.blur.sigma"),
+        ({"blur": {"levels": 4}}, "params.blur"),
+        ({"low-quality": {"levels": 1}}, "params.low-quality.levels"),
+        ({"low-quality": {"dither": 1}}, "params.low-quality.dither"),
+        ({"sharpen": {}}, "params"),
+        ({"thumbnail": 5}, "params.thumbnail"),
+        ([1], "params"),
+    ],
+)
 def test_bad_params_make_the_job_invalid(params, field):
     job = {"jobId": "x", "inputPath": "/in.jpg", "outputDir": "/out", "operations": ["thumbnail"], "params": params}
     with pytest.raises(JobError, match=field.replace(".", r"\.")) as e:
@@ -228,8 +250,12 @@ def png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+        + chunk(b"IEND", b"")
+    )
 
 
 def many_frames_gif(n: int) -> bytes:
@@ -256,7 +282,10 @@ def hostile_inputs():
         "truncated-png": (png[: len(png) // 2], "corrupt-image"),
         "png-100000x100000": (png_header_only(100_000, 100_000), "too-large"),
         "gif-2500-frames": (many_frames_gif(2500), "too-large"),
-        "random-bytes": (np.random.default_rng(9).integers(0, 256, 5000, dtype=np.uint8).tobytes(), "unsupported-format"),
+        "random-bytes": (
+            np.random.default_rng(9).integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+            "unsupported-format",
+        ),
         "svg-external-reference": (EXTERNAL_SVG, "unsupported-format"),
         "svg-entity-bomb": (BOMB_SVG, "unsupported-format"),
     }
@@ -277,15 +306,31 @@ def test_hostile_inputs_end_with_their_reason(tmp_path, kind):
 def test_worker_survives_hostile_inputs_with_bounded_memory(r, redis_server, uploads):
     for kind, (data, _) in HOSTILE.items():
         (uploads / "user1" / f"{kind}.jpg").write_bytes(data)
-    jobs = [{"jobId": kind, "inputPath": str(uploads / "user1" / f"{kind}.jpg"),
-             "outputDir": str(uploads / "user1" / "processed"), "operations": ALL_OPS} for kind in HOSTILE]
+    jobs = [
+        {
+            "jobId": kind,
+            "inputPath": str(uploads / "user1" / f"{kind}.jpg"),
+            "outputDir": str(uploads / "user1" / "processed"),
+            "operations": ALL_OPS,
+        }
+        for kind in HOSTILE
+    ]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with running_worker(redis_server.url, workers=2, max_retries=0):
         push(r, *jobs)
         wait_for(lambda: r.llen("image:failed") == len(jobs), what="every hostile job failed")
         (uploads / "user1" / "fine.jpg").write_bytes(save(Image.fromarray(pattern()), "JPEG"))
-        push(r, json.dumps({"jobId": "fine", "inputPath": str(uploads / "user1" / "fine.jpg"),
-                            "outputDir": str(uploads / "user1" / "processed"), "operations": ["thumbnail"]}))
+        push(
+            r,
+            json.dumps(
+                {
+                    "jobId": "fine",
+                    "inputPath": str(uploads / "user1" / "fine.jpg"),
+                    "outputDir": str(uploads / "user1" / "processed"),
+                    "operations": ["thumbnail"],
+                }
+            ),
+        )
         wait_for(lambda: r.llen("image:done") == 1, what="a good job after the bad ones")
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 300, grown_mb
@@ -297,4 +342,7 @@ def test_100_megapixel_jpeg_completes(tmp_path):
     big = Image.fromarray(pattern(1000, 1000)).resize((12000, 8400), Image.NEAREST)
     result = run(tmp_path, save(big, "JPEG", quality=80))
     assert {(o.operation, o.width, o.height) for o in result.outputs} == {
-        ("thumbnail", 320, 224), ("blur", 640, 448), ("low-quality", 1280, 896)}
+        ("thumbnail", 320, 224),
+        ("blur", 640, 448),
+        ("low-quality", 1280, 896),
+    }

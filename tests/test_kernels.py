@@ -6,12 +6,12 @@ import threading
 
 import numpy as np
 import pytest
+import reference as ref
+from conftest import PHOTOS, load_photo
 from PIL import Image
 
 import fastimg
-import reference as ref
 from fastimg import _core
-from conftest import PHOTOS, load_photo
 
 CHANNELS = [None, 1, 3, 4]  # None: a 2-D (H, W) array
 ODD_SIZES = [(1, 1), (7, 3), (37, 53), (101, 17), (5, 129)]
@@ -84,7 +84,13 @@ def test_photos_against_reference(name):
     img = load_photo(name)
     h, w = img.shape[:2]
     small = (max(1, w // 3), max(1, h // 3))
-    assert max_diff(fastimg.resize(img, small), ref.resize(img[..., None] if img.ndim == 2 else img, small).reshape(small[::-1] + img.shape[2:])) <= 1
+    assert (
+        max_diff(
+            fastimg.resize(img, small),
+            ref.resize(img[..., None] if img.ndim == 2 else img, small).reshape(small[::-1] + img.shape[2:]),
+        )
+        <= 1
+    )
     for sigma in (2.0, 6.5, 12.8, 30.0):
         want = ref.gaussian_blur(img[..., None] if img.ndim == 2 else img, sigma).reshape(img.shape)
         got = fastimg.gaussian_blur(img, sigma)
@@ -165,8 +171,10 @@ def chain_steps(hw: tuple, kind: str) -> list:
     """Three stages or more from an image of size hw: resizes of several
     filters down and up, or resizes around a (one-stage) blur."""
     h, w = hw
+
     def size(f: float) -> tuple:
         return max(1, round(w * f)), max(1, round(h * f))
+
     if kind == "resizes":
         return [("resize", *size(0.6), "lanczos3"), ("resize", *size(1.3), "bicubic"), ("resize", *size(0.45), "box")]
     return [("resize", *size(1.7), "bilinear"), ("blur", 1.5), ("resize", *size(0.8), "lanczos3")]

@@ -8,11 +8,11 @@ import threading
 
 import numpy as np
 import pytest
-
-import fastimg
 import reference as ref
 from conftest import PHOTOS, load_photo, requires_cuda
 from test_kernels import CHANNELS, ODD_SIZES, chain, chain_steps, colour_diff, red_disc_on_transparent
+
+import fastimg
 
 pytestmark = requires_cuda
 
@@ -151,5 +151,5 @@ def test_gpu_threads_each_get_correct_results(rng):
         t.start()
     for t in threads:
         t.join()
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert colour_diff(g, w) <= 1

@@ -14,25 +14,34 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from conftest import WORKER_CMD, make_photo, push, records, running_worker, seed_job
+from redis_server import env_without_redis, wait_for
+
 from fastimg.producer import Producer, build_job, detect_image_type, store_upload
 from fastimg.worker import status
-from redis_server import env_without_redis, wait_for
 
 NODE_DIR = Path(__file__).parent / "node"
 
 
 def cli(*args: str, url: str) -> subprocess.CompletedProcess:
-    return subprocess.run(WORKER_CMD + [*args, "-redis", url], capture_output=True, text=True, timeout=120,
-                          env=env_without_redis())
+    return subprocess.run(
+        WORKER_CMD + [*args, "-redis", url], capture_output=True, text=True, timeout=120, env=env_without_redis()
+    )
 
 
 # -- producer --------------------------------------------------------------------
 def test_detect_image_type_by_content(tmp_path):
     from PIL import Image
+
     im = Image.new("RGB", (4, 4))
-    for fmt, kind in (("JPEG", "jpeg"), ("PNG", "png"), ("GIF", "gif"), ("WEBP", "webp"), ("BMP", "bmp"), ("TIFF", "tiff")):
+    for fmt, kind in (
+        ("JPEG", "jpeg"),
+        ("PNG", "png"),
+        ("GIF", "gif"),
+        ("WEBP", "webp"),
+        ("BMP", "bmp"),
+        ("TIFF", "tiff"),
+    ):
         p = tmp_path / f"x.{fmt}"
         im.save(p, fmt)
         assert detect_image_type(p.read_bytes()[:4096]) == kind
@@ -79,8 +88,16 @@ def test_producer_without_redis_warns_and_returns(tmp_path, caplog):
 def test_submit_command(r, redis_server, tmp_path):
     photo = make_photo(tmp_path / "holiday.jpg")
     (tmp_path / "notes.txt").write_text("no")
-    res = cli("submit", str(photo), str(tmp_path / "notes.txt"), "--uploads-root", str(tmp_path / "up"),
-              "--user", "u7", url=redis_server.url)
+    res = cli(
+        "submit",
+        str(photo),
+        str(tmp_path / "notes.txt"),
+        "--uploads-root",
+        str(tmp_path / "up"),
+        "--user",
+        "u7",
+        url=redis_server.url,
+    )
     assert res.returncode == 1 and "notes.txt is not an image" in res.stderr
     job = json.loads(r.lindex("image:jobs", 0))
     assert r.llen("image:jobs") == 1 and job["jobId"].endswith("-holiday")
@@ -174,11 +191,17 @@ def test_metrics_and_health_endpoints(r, redis_server, uploads):
         time.sleep(1.2)  # one sweep updates the queue gauges
         code, text = fetch(port, "/metrics")
         assert code == 200
-        for line in ('fastimg_jobs_total{outcome="done",reason=""} 1.0',
-                     'fastimg_jobs_total{outcome="failed",reason="invalid-job"} 1.0',
-                     'fastimg_queue_length{queue="done"} 1.0', "fastimg_in_flight 0.0",
-                     'fastimg_stage_seconds_count{stage="decode"} 1.0', 'fastimg_stage_seconds_count{stage="encode"} 1.0',
-                     "fastimg_redis_errors_total 0.0", "fastimg_backend_info{", "fastimg_live_workers 1.0"):
+        for line in (
+            'fastimg_jobs_total{outcome="done",reason=""} 1.0',
+            'fastimg_jobs_total{outcome="failed",reason="invalid-job"} 1.0',
+            'fastimg_queue_length{queue="done"} 1.0',
+            "fastimg_in_flight 0.0",
+            'fastimg_stage_seconds_count{stage="decode"} 1.0',
+            'fastimg_stage_seconds_count{stage="encode"} 1.0',
+            "fastimg_redis_errors_total 0.0",
+            "fastimg_backend_info{",
+            "fastimg_live_workers 1.0",
+        ):
             assert line in text, line
         assert fetch(port, "/nope")[0] == 404
         w.stopping.set()
@@ -191,15 +214,15 @@ def node_redis():
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail("node and npm are needed for the seed-compatibility test (apt-get install nodejs npm)")
     if not (NODE_DIR / "node_modules" / "redis").exists():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR,
-                       check=True, timeout=300)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR, check=True, timeout=300
+        )
     return NODE_DIR
 
 
 def test_seed_nodejs_producer_line(r, redis_server, uploads, node_redis):
     job = seed_job(uploads, name="from-node")
-    subprocess.run(["node", str(node_redis / "producer.js"), redis_server.url, json.dumps(job)],
-                   check=True, timeout=60)
+    subprocess.run(["node", str(node_redis / "producer.js"), redis_server.url, json.dumps(job)], check=True, timeout=60)
     with running_worker(redis_server.url):
         wait_for(lambda: r.llen("image:done"))
     rec = records(r, "image:done")[0]
@@ -208,10 +231,13 @@ def test_seed_nodejs_producer_line(r, redis_server, uploads, node_redis):
 
 def test_seed_redis_cli_manual_job(r, redis_server, uploads):
     src = make_photo(uploads / "user1" / "manual.jpg")
-    payload = ('{"jobId":"test","inputPath":"%s","outputDir":"%s","operations":["thumbnail"],'
-               '"timestamp":1737158400000,"retryCount":0}' % (src, uploads / "user1" / "processed"))
-    subprocess.run(["redis-cli", "-p", str(redis_server.port), "RPUSH", "image:jobs", payload], check=True,
-                   capture_output=True)
+    payload = (
+        f'{{"jobId":"test","inputPath":"{src}","outputDir":"{uploads / "user1" / "processed"}",'
+        '"operations":["thumbnail"],"timestamp":1737158400000,"retryCount":0}'
+    )
+    subprocess.run(
+        ["redis-cli", "-p", str(redis_server.port), "RPUSH", "image:jobs", payload], check=True, capture_output=True
+    )
     with running_worker(redis_server.url):
         wait_for(lambda: r.llen("image:done"))
     assert (uploads / "user1" / "processed" / "test_thumbnail.webp").exists()
@@ -225,9 +251,15 @@ def test_three_worker_processes_300_jobs(r, redis_server, uploads):
         p = uploads / "user1" / f"s{i:03d}.jpg"
         shutil.copyfile(base, p)
         jobs.append(seed_job(uploads, name=f"s{i:03d}", ops=["thumbnail"]))
-    procs = [subprocess.Popen(WORKER_CMD + ["-redis", f"127.0.0.1:{redis_server.port}", "-workers", "2"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env_without_redis())
-             for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            WORKER_CMD + ["-redis", f"127.0.0.1:{redis_server.port}", "-workers", "2"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env_without_redis(),
+        )
+        for _ in range(3)
+    ]
     try:
         push(r, *jobs)
         wait_for(lambda: r.llen("image:done") >= 300, timeout=240, what="300 done records")

@@ -28,9 +28,17 @@ def test_transient_errors_retry_until_the_limit_then_fail():
     assert never.list == "failed" and never.record["attempts"] == 1
 
 
-@pytest.mark.parametrize("code, reason", [(errno.ENOSPC, "no-space"), (errno.EDQUOT, "no-space"),
-                                          (errno.EMFILE, "too-many-files"), (errno.ENFILE, "too-many-files"),
-                                          (errno.ENOMEM, "out-of-memory"), (errno.EIO, "io-error")])
+@pytest.mark.parametrize(
+    "code, reason",
+    [
+        (errno.ENOSPC, "no-space"),
+        (errno.EDQUOT, "no-space"),
+        (errno.EMFILE, "too-many-files"),
+        (errno.ENFILE, "too-many-files"),
+        (errno.ENOMEM, "out-of-memory"),
+        (errno.EIO, "io-error"),
+    ],
+)
 def test_exhausted_resources_never_use_up_attempts(code, reason):
     error = io_error("cannot write output", OSError(code, "x"))
     assert error.reason == reason and error.retry
@@ -50,8 +58,18 @@ def test_memory_error_anywhere_in_a_job_is_out_of_memory(monkeypatch, tmp_path):
 
     monkeypatch.setattr(pipeline, "decode", no_memory)
     with pytest.raises(ResourceExhausted) as e:
-        pipeline.process(parse_job(json.dumps({"jobId": "m", "inputPath": str(tmp_path / "in.jpg"),
-                                                "outputDir": str(tmp_path), "operations": ["blur"]})))
+        pipeline.process(
+            parse_job(
+                json.dumps(
+                    {
+                        "jobId": "m",
+                        "inputPath": str(tmp_path / "in.jpg"),
+                        "outputDir": str(tmp_path),
+                        "operations": ["blur"],
+                    }
+                )
+            )
+        )
     assert e.value.reason == "out-of-memory"
 
 

@@ -7,9 +7,9 @@ import json
 import subprocess
 
 import pytest
+from conftest import DATA, PHOTOS, WORKER_CMD, make_photo
 from PIL import Image
 
-from conftest import DATA, PHOTOS, WORKER_CMD, make_photo
 from fastimg.worker.cli import build_parser
 from fastimg.worker.options import output_spec
 from fastimg.worker.outputs import SPEC_V1, SpecError
@@ -37,8 +37,9 @@ def test_process_reports_failures_and_exits_non_zero(tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
     good = make_photo(tmp_path / "good.jpg")
-    res = run_process(str(good), str(bad), str(tmp_path / "missing.png"), "-o", str(tmp_path / "o"),
-                      "--ops", "thumbnail")
+    res = run_process(
+        str(good), str(bad), str(tmp_path / "missing.png"), "-o", str(tmp_path / "o"), "--ops", "thumbnail"
+    )
     assert res.returncode == 1
     assert "1 ok, 2 failed" in res.stdout
     assert "notes.jpg: unsupported-format" in res.stdout and "missing.png: input-missing" in res.stdout
@@ -54,13 +55,14 @@ def test_process_usage_errors(tmp_path):
 def test_operator_defaults_from_config_and_flags(tmp_path):
     config = tmp_path / "outputs.json"
     config.write_text(json.dumps({"outputs": {"thumbnail": {"width": 150, "height": 150}, "blur": {"sigma": 4}}}))
-    args = build_parser().parse_args(["--config", str(config), "--output", "thumbnail.quality=60",
-                                      "--output", "low-quality.dither=true"])
+    args = build_parser().parse_args(
+        ["--config", str(config), "--output", "thumbnail.quality=60", "--output", "low-quality.dither=true"]
+    )
     spec = output_spec(args)
     assert (spec["thumbnail"].width, spec["thumbnail"].quality) == (150, 60)
     assert spec["blur"].sigma == 4 and spec["blur"].sigma_fraction == 0
     assert spec["low-quality"].dither and spec["low-quality"].levels == SPEC_V1["low-quality"].levels
-    with pytest.raises(SpecError, match="outputs.blur: unknown field .levels"):
+    with pytest.raises(SpecError, match=r"outputs\.blur: unknown field .levels"):
         config.write_text(json.dumps({"outputs": {"blur": {"levels": 3}}}))
         output_spec(build_parser().parse_args(["--config", str(config)]))
     with pytest.raises(SpecError, match=r"--output\.thumbnail\.width"):
@@ -69,8 +71,17 @@ def test_operator_defaults_from_config_and_flags(tmp_path):
 
 def test_process_applies_output_flags(tmp_path):
     photo = make_photo(tmp_path / "p.jpg", size=(900, 600))
-    res = run_process(str(photo), "-o", str(tmp_path / "o"), "--ops", "thumbnail",
-                      "--output", "thumbnail.width=90", "--output", "thumbnail.height=90")
+    res = run_process(
+        str(photo),
+        "-o",
+        str(tmp_path / "o"),
+        "--ops",
+        "thumbnail",
+        "--output",
+        "thumbnail.width=90",
+        "--output",
+        "thumbnail.height=90",
+    )
     assert res.returncode == 0, res.stderr
     with Image.open(tmp_path / "o" / "p_thumbnail.webp") as im:
         assert im.size == (90, 60)

@@ -13,11 +13,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from fastimg.worker import keys
-from fastimg.worker.options import connector
+from fastimg.worker import keys, outcomes, recovery
 from fastimg.worker.errors import PermanentError, TransientError
 from fastimg.worker.jobs import parse_job
-from fastimg.worker import outcomes, recovery
+from fastimg.worker.options import connector
 from fastimg.worker.queue import Queue
 
 MAX_RETRIES = 2
@@ -56,8 +55,19 @@ class QueueMachine(RuleBasedStateMachine):
     def enqueue(self):
         job_id = f"job{len(self.jobs)}"
         self.jobs.add(job_id)
-        self.conn.rpush(keys.JOBS, json.dumps({"jobId": job_id, "inputPath": "/in.jpg", "outputDir": "/out",
-                                               "operations": ["thumbnail"], "timestamp": 1, "retryCount": 0}))
+        self.conn.rpush(
+            keys.JOBS,
+            json.dumps(
+                {
+                    "jobId": job_id,
+                    "inputPath": "/in.jpg",
+                    "outputDir": "/out",
+                    "operations": ["thumbnail"],
+                    "timestamp": 1,
+                    "retryCount": 0,
+                }
+            ),
+        )
 
     @rule(slot=st.integers(0, SLOTS - 1))
     def take(self, slot):
@@ -105,7 +115,8 @@ class QueueMachine(RuleBasedStateMachine):
     @invariant()
     def every_job_is_in_exactly_one_place(self):
         places = [keys.JOBS, keys.RETRY, keys.DONE, keys.FAILED] + [
-            k.decode() for k in self.conn.keys("image:processing:*")]
+            k.decode() for k in self.conn.keys("image:processing:*")
+        ]
         seen = Counter()
         for key in places:
             for raw in self.conn.lrange(key, 0, -1):
@@ -121,8 +132,11 @@ class QueueMachine(RuleBasedStateMachine):
 
 
 QueueMachine.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.mark.usefixtures("machine_env")

@@ -9,13 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
-
+from conftest import DATA, running_worker
+from redis_server import free_port, wait_for
 from starlette.testclient import TestClient
 
-from conftest import DATA, running_worker
 from fastimg.producer import store_upload
 from fastimg.serve.app import BodyLimits, Settings, create_app, valid_user_id
-from redis_server import free_port, wait_for
 
 PHOTO = DATA / "rocket.jpg"
 
@@ -82,8 +81,11 @@ def test_upload_stores_and_queues_the_seed_job(client, r, tmp_path):
 
 
 def test_several_files_in_one_upload_and_user_id_in_the_header(client, r, tmp_path):
-    res = client.post("/upload", headers={"X-User-Id": "alice"},
-                      files=[photo("a.jpg"), ("file", ("b.png", (DATA / "chelsea.png").read_bytes(), "image/png"))])
+    res = client.post(
+        "/upload",
+        headers={"X-User-Id": "alice"},
+        files=[photo("a.jpg"), ("file", ("b.png", (DATA / "chelsea.png").read_bytes(), "image/png"))],
+    )
     assert res.status_code == 201, res.text
     assert [f["type"] for f in res.json()["files"]] == ["jpeg", "png"]
     assert r.llen("image:jobs") == 2
@@ -91,8 +93,9 @@ def test_several_files_in_one_upload_and_user_id_in_the_header(client, r, tmp_pa
 
 
 def test_a_non_image_refuses_the_whole_upload_and_stores_nothing(client, r, tmp_path):
-    res = client.post("/upload", data={"userId": "u1"},
-                      files=[photo(), ("file", ("notes.txt", b"hello, not an image", "image/jpeg"))])
+    res = client.post(
+        "/upload", data={"userId": "u1"}, files=[photo(), ("file", ("notes.txt", b"hello, not an image", "image/jpeg"))]
+    )
     body = assert_json_error(res, 415, "not-an-image")
     assert body["refused"] == ["notes.txt"] and "nothing was stored" in body["message"]
     assert stored_files(tmp_path) == []
@@ -106,8 +109,9 @@ def test_unsafe_user_ids_are_refused_before_storing(client, r, tmp_path, user):
     assert stored_files(tmp_path) == [] and r.llen("image:jobs") == 0
 
 
-@pytest.mark.parametrize("user", ["u1", "user.name", "a b", "A-Z_09", "..a", "x" * 64, "a/b", "..", "a\\b",
-                                  "semi;colon", "tab\tbed", "é"])
+@pytest.mark.parametrize(
+    "user", ["u1", "user.name", "a b", "A-Z_09", "..a", "x" * 64, "a/b", "..", "a\\b", "semi;colon", "tab\tbed", "é"]
+)
 def test_user_id_rule_agrees_with_store_upload(tmp_path, user):
     try:
         store_upload(b"x", tmp_path, user, "f.jpg")
@@ -128,16 +132,22 @@ def test_missing_or_conflicting_user_id(client, tmp_path):
 
 
 def test_bad_requests_get_json_errors(client):
-    assert_json_error(client.post("/upload", content=b"{}", headers={"content-type": "application/json"}),
-                      415, "not-multipart")
+    assert_json_error(
+        client.post("/upload", content=b"{}", headers={"content-type": "application/json"}), 415, "not-multipart"
+    )
     assert_json_error(client.post("/upload", data={"userId": "u1"}, files=[]), 415, "not-multipart")
-    assert_json_error(client.post("/upload", data={"userId": "u1"}, files={"x": ("", b"", "text/plain")}),
-                      400, "no-files")
-    assert_json_error(client.post("/upload", data={"userId": "u1"}, files={"x": ("empty.jpg", b"", "image/jpeg")}),
-                      415, "not-an-image")
-    broken = b"--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n\xff\xd8\xff"
-    res = client.post("/upload", content=broken, headers={"content-type": "multipart/form-data; boundary=XX",
-                                                          "x-user-id": "u1"})
+    assert_json_error(
+        client.post("/upload", data={"userId": "u1"}, files={"x": ("", b"", "text/plain")}), 400, "no-files"
+    )
+    assert_json_error(
+        client.post("/upload", data={"userId": "u1"}, files={"x": ("empty.jpg", b"", "image/jpeg")}),
+        415,
+        "not-an-image",
+    )
+    broken = b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n\xff\xd8\xff'
+    res = client.post(
+        "/upload", content=broken, headers={"content-type": "multipart/form-data; boundary=XX", "x-user-id": "u1"}
+    )
     assert res.status_code in (400, 415), res.text
     assert res.headers["content-type"].startswith("application/json")
     assert_json_error(client.get("/nowhere"), 404, "not-found")
@@ -165,12 +175,14 @@ def test_streamed_body_over_the_limit_is_cut_off(make_client, r, tmp_path):
     sent = []
 
     def chunks():  # no Content-Length: the limit must hold while streaming
-        head = (b"--XX\r\nContent-Disposition: form-data; name=\"userId\"\r\n\r\nu1\r\n"
-                b"--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n")
+        head = (
+            b'--XX\r\nContent-Disposition: form-data; name="userId"\r\n\r\nu1\r\n'
+            b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+        )
         data = head + PHOTO.read_bytes() + b"\r\n--XX--\r\n"
         for i in range(0, len(data), 8192):
             sent.append(i)
-            yield data[i:i + 8192]
+            yield data[i : i + 8192]
 
     res = client.post("/upload", content=chunks(), headers={"content-type": "multipart/form-data; boundary=XX"})
     assert_json_error(res, 413, "too-large")
@@ -223,7 +235,7 @@ def test_job_status_and_outputs_after_the_worker(client, redis_server, r, tmp_pa
     state = client.get(f"/jobs/{info['jobId']}").json()
     sizes = {o["operation"]: (o["width"], o["height"]) for o in state["outputs"]}
     assert sizes == {"thumbnail": (320, 214), "blur": (640, 427), "low-quality": (640, 427)}
-    for op, url in info["outputs"].items():
+    for url in info["outputs"].values():
         res = client.get(url)
         assert res.status_code == 200 and res.headers["content-type"] == "image/webp"
         assert res.content[:4] == b"RIFF" and res.headers["x-content-type-options"] == "nosniff"
@@ -241,9 +253,15 @@ def test_files_are_read_only_and_confined(client, tmp_path):
     secret.write_bytes(b"secret")
     os.symlink(secret, processed / "link_blur.webp")
     assert client.get("/files/u1/processed/a_blur.webp").content == b"RIFF....WEBP"
-    for path in ["/files/u1/processed/", "/files/u1/processed/link_blur.webp", "/files/u1/a.jpg",
-                 "/files/u1/processed/..%2Fa.jpg", "/files/..%2F..%2Fsecret/processed/x_blur.webp",
-                 "/files/u1/processed/a.jpg", "/files/u1/processed/.hidden_blur.webp"]:
+    for path in [
+        "/files/u1/processed/",
+        "/files/u1/processed/link_blur.webp",
+        "/files/u1/a.jpg",
+        "/files/u1/processed/..%2Fa.jpg",
+        "/files/..%2F..%2Fsecret/processed/x_blur.webp",
+        "/files/u1/processed/a.jpg",
+        "/files/u1/processed/.hidden_blur.webp",
+    ]:
         res = client.get(path)
         assert res.status_code == 404 and res.headers["content-type"].startswith("application/json"), path
     assert client.post("/files/u1/processed/a_blur.webp").status_code == 405
@@ -253,8 +271,13 @@ def test_files_are_read_only_and_confined(client, tmp_path):
 
 def test_bearer_token(make_client, tmp_path):
     client = make_client(token="s3cret")
-    for method, path in [("post", "/upload"), ("get", "/jobs/x"), ("get", "/events"), ("get", "/stats"),
-                         ("get", "/files/u1/processed/a_blur.webp")]:
+    for method, path in [
+        ("post", "/upload"),
+        ("get", "/jobs/x"),
+        ("get", "/events"),
+        ("get", "/stats"),
+        ("get", "/files/u1/processed/a_blur.webp"),
+    ]:
         res = getattr(client, method)(path)
         assert_json_error(res, 401, "unauthorized")
         assert res.headers["www-authenticate"] == "Bearer"
@@ -273,8 +296,9 @@ def test_cors_is_off_unless_asked(make_client):
     plain = make_client()
     res = plain.get("/config", headers={"Origin": "https://elsewhere.example"})
     assert "access-control-allow-origin" not in res.headers
-    pre = plain.options("/upload", headers={"Origin": "https://elsewhere.example",
-                                            "Access-Control-Request-Method": "POST"})
+    pre = plain.options(
+        "/upload", headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
+    )
     assert "access-control-allow-origin" not in pre.headers
     allowed = make_client(cors_origins=("https://app.example",))
     res = allowed.get("/config", headers={"Origin": "https://app.example"})

@@ -11,17 +11,25 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageOps
-
 from conftest import DATA
+from PIL import Image, ImageOps
 from test_serve_process import ServeProcess
 
 CHROMIUM = os.environ.get("FASTIMG_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PHOTO = DATA / "rocket.jpg"
 FITS = {"thumbnail": 320, "blur": 640, "low-quality": 1280}  # output spec v1: fit inside, never upscaled
-ARTEFACTS = Path(os.environ.get("FASTIMG_ARTEFACTS") or Path(__file__).resolve().parent.parent / "build" / "test-artefacts")
+ARTEFACTS = Path(
+    os.environ.get("FASTIMG_ARTEFACTS") or Path(__file__).resolve().parent.parent / "build" / "test-artefacts"
+)
 
 
 def _unavailable(reason: str) -> None:
@@ -56,12 +64,13 @@ def page(tmp_path):
 def test_upload_page_shows_the_outputs_live_and_refuses_text(page, tmp_path, request):
     notes = tmp_path / "notes.txt"
     notes.write_text("this is not an image\n")
-    with ServeProcess(["--embedded", "--redis-port", "0", "-workers", "1", "--data-dir", str(tmp_path / "data")]) as serve:
+    with ServeProcess(
+        ["--embedded", "--redis-port", "0", "-workers", "1", "--data-dir", str(tmp_path / "data")]
+    ) as serve:
         try:
             page.goto(serve.url + "/")
             # The event stream is live and its first stats have come.
-            page.wait_for_function("() => document.querySelector('#q-liveWorkers').textContent === '1'",
-                                   timeout=15_000)
+            page.wait_for_function("() => document.querySelector('#q-liveWorkers').textContent === '1'", timeout=15_000)
             assert "ok" in page.get_attribute("#conn", "class")
             page.fill("#user", "browser-user")
             page.dispatch_event("#user", "change")
@@ -70,10 +79,14 @@ def test_upload_page_shows_the_outputs_live_and_refuses_text(page, tmp_path, req
             card.locator("img.output").nth(2).wait_for(timeout=60_000)
             assert card.get_attribute("data-state") == "done"
             page.wait_for_function(
-                "() => [...document.querySelectorAll('article.file img.output')].every(i => i.complete && i.naturalWidth > 0)",
-                timeout=30_000)
+                "() => [...document.querySelectorAll('article.file img.output')]"
+                ".every(i => i.complete && i.naturalWidth > 0)",
+                timeout=30_000,
+            )
             sizes = card.locator("img.output").evaluate_all(
-                "imgs => imgs.map(i => [i.dataset.op, i.naturalWidth, i.naturalHeight, +i.dataset.width, +i.dataset.height])")
+                "imgs => imgs.map(i => [i.dataset.op, i.naturalWidth, i.naturalHeight,"
+                " +i.dataset.width, +i.dataset.height])"
+            )
             assert sorted(op for op, *_ in sizes) == sorted(FITS)
             for op, nw, nh, w, h in sizes:
                 assert (nw, nh) == (w, h) == expected_size(PHOTO, FITS[op]), (op, nw, nh, w, h)

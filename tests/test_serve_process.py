@@ -12,15 +12,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional
 
 import httpx
 import pytest
 import redis
-
 from conftest import DATA
-from fastimg.serve.embedded import EmbeddedRedis, EmbeddedRedisError, find_server_binary
 from redis_server import RedisServer, env_without_redis, free_port, wait_for
+
+from fastimg.serve.embedded import EmbeddedRedis, EmbeddedRedisError, find_server_binary
 
 PHOTO = DATA / "rocket.jpg"
 OPEN_LINE = re.compile(r"\[SERVE\] Open (http://\S+?)/ in a browser")
@@ -30,13 +29,18 @@ EMBEDDED_LINE = re.compile(r"\[REDIS\] Embedded \S+ \S+ on (127\.0\.0\.1):(\d+) 
 class ServeProcess:
     """`gpu-image-worker serve --port 0 ARGS`, its output collected line by line."""
 
-    def __init__(self, args: List[str], env: Optional[dict] = None, cwd: Optional[Path] = None,
-                 start_timeout: float = 60) -> None:
+    def __init__(
+        self, args: list[str], env: dict | None = None, cwd: Path | None = None, start_timeout: float = 60
+    ) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastimg.worker.cli", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
-            env=env if env is not None else env_without_redis())
-        self.lines: List[str] = []
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=cwd,
+            env=env if env is not None else env_without_redis(),
+        )
+        self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.started = time.monotonic()
@@ -85,12 +89,13 @@ class ServeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"serve did not stop within {timeout}s of {signal.Signals(sig).name}:\n"
-                                 f"{self.output()}") from None
+            raise AssertionError(
+                f"serve did not stop within {timeout}s of {signal.Signals(sig).name}:\n{self.output()}"
+            ) from None
         self.reader.join(5)
         return rc
 
-    def __enter__(self) -> "ServeProcess":
+    def __enter__(self) -> ServeProcess:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -98,7 +103,7 @@ class ServeProcess:
             self.stop()
 
 
-def upload(base: str, path: Path, user: str = "u1", **kw) -> "httpx.Response":
+def upload(base: str, path: Path, user: str = "u1", **kw) -> httpx.Response:
     with open(path, "rb") as f:
         return httpx.post(base + "/upload", data={"userId": user}, files={"file": (path.name, f)}, timeout=30, **kw)
 
@@ -107,7 +112,7 @@ class EventReader:
     """GET /events in a thread; every (event, data) kept in order."""
 
     def __init__(self, url: str) -> None:
-        self.events: List[tuple] = []
+        self.events: list[tuple] = []
         self.connected = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(url,), daemon=True)
         self.thread.start()
@@ -127,7 +132,7 @@ class EventReader:
         except httpx.HTTPError:
             pass  # the server stopped
 
-    def states(self, job_id: str) -> List[str]:
+    def states(self, job_id: str) -> list[str]:
         return [d["state"] for n, d in list(self.events) if n == "status" and d.get("jobId") == job_id]
 
 
@@ -201,11 +206,15 @@ def test_event_stream_outlives_a_redis_restart(tmp_path):
     try:
         with ServeProcess(["-redis", server.url, "-workers", "1", "--data-dir", str(tmp_path)]) as serve:
             events = EventReader(serve.url + "/events")
-            wait_for(lambda: any(n == "stats" and d.get("liveWorkers") == 1 for n, d in events.events),
-                     what="stats with the live worker")
+            wait_for(
+                lambda: any(n == "stats" and d.get("liveWorkers") == 1 for n, d in events.events),
+                what="stats with the live worker",
+            )
             server.stop()
-            wait_for(lambda: any(n == "stats" and d.get("redis") is False for n, d in events.events),
-                     what="stats saying Redis is down")
+            wait_for(
+                lambda: any(n == "stats" and d.get("redis") is False for n, d in events.events),
+                what="stats saying Redis is down",
+            )
             server.start()
             # Events published meanwhile are lost (pub/sub keeps none): the
             # stream says so once it is subscribed again.
@@ -218,10 +227,21 @@ def test_event_stream_outlives_a_redis_restart(tmp_path):
 
 def test_slow_clients_are_cut_off(redis_server, tmp_path):
     import socket
-    args = ["-redis", redis_server.url, "-workers", "0", "--data-dir", str(tmp_path),
-            "--header-timeout", "1", "--read-timeout", "1"]
+
+    args = [
+        "-redis",
+        redis_server.url,
+        "-workers",
+        "0",
+        "--data-dir",
+        str(tmp_path),
+        "--header-timeout",
+        "1",
+        "--read-timeout",
+        "1",
+    ]
     with ServeProcess(args) as serve:
-        host, port = serve.url[len("http://"):].split(":")
+        host, port = serve.url[len("http://") :].split(":")
 
         def drip(head: bytes, body: bytes) -> tuple:
             """Send head, then body a byte every 0.3 s; the seconds until the server
@@ -248,13 +268,18 @@ def test_slow_clients_are_cut_off(redis_server, tmp_path):
 
         took, answer = drip(b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\nX-Slow: " + b"a" * 40)
         assert took < 6 and b"200" not in answer, (took, answer)
-        head = (b"POST /upload HTTP/1.1\r\nHost: x\r\nX-User-Id: u1\r\n"
-                b"Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 100000\r\n\r\n")
+        head = (
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nX-User-Id: u1\r\n"
+            b"Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 100000\r\n\r\n"
+        )
         took, answer = drip(head, b"--XX\r\n")
         assert answer.startswith(b"HTTP/1.1 408") and b"request-timeout" in answer, answer
         with socket.create_connection((host, int(port)), timeout=10) as s:  # gone mid-body
-            s.sendall(head + b"--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n"
-                      + PHOTO.read_bytes()[:5000])
+            s.sendall(
+                head
+                + b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+                + PHOTO.read_bytes()[:5000]
+            )
             time.sleep(0.3)
         assert httpx.get(serve.url + "/healthz").status_code == 200
         assert not any((tmp_path / "uploads").rglob("*.*"))
@@ -262,17 +287,26 @@ def test_slow_clients_are_cut_off(redis_server, tmp_path):
 
 
 def test_serve_refusals_at_start(tmp_path, redis_server):
-    refused = subprocess.run([sys.executable, "-m", "fastimg.worker.cli", "serve", "--embedded",
-                              "-redis", redis_server.url], capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "fastimg.worker.cli", "serve", "--embedded", "-redis", redis_server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2 and "exclude each other" in refused.stderr
     import socket
+
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        taken = subprocess.run([sys.executable, "-m", "fastimg.worker.cli", "serve", "--port", str(port),
-                                "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60,
-                               env=env_without_redis())
+        taken = subprocess.run(
+            [sys.executable, "-m", "fastimg.worker.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env_without_redis(),
+        )
     assert taken.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr
     assert not (tmp_path / "redis").exists(), "Redis was started though the port was taken"
 

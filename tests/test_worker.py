@@ -8,13 +8,12 @@ import os
 import time
 
 import pytest
+from conftest import make_photo, push, records, running_worker, seed_job
 from PIL import Image
+from redis_server import wait_for
 
 from fastimg.worker.limits import Limits
 from fastimg.worker.outcomes import RECORD_FIELDS
-
-from conftest import make_photo, push, records, running_worker, seed_job
-from redis_server import wait_for
 
 
 def lists(r) -> dict:
@@ -74,7 +73,10 @@ INVALID = [
     ("not json", "invalid-job"),
     ("[1, 2]", "invalid-job"),
     (json.dumps({"inputPath": "/x.jpg", "outputDir": "/o", "operations": ["blur"]}), "invalid-job"),
-    (json.dumps({"jobId": "../../etc/x", "inputPath": "/x.jpg", "outputDir": "/o", "operations": ["blur"]}), "unsafe-job-id"),
+    (
+        json.dumps({"jobId": "../../etc/x", "inputPath": "/x.jpg", "outputDir": "/o", "operations": ["blur"]}),
+        "unsafe-job-id",
+    ),
     (json.dumps({"jobId": "..", "inputPath": "/x.jpg", "outputDir": "/o", "operations": ["blur"]}), "unsafe-job-id"),
     (json.dumps({"jobId": "a", "inputPath": "x.jpg", "outputDir": "/o", "operations": ["blur"]}), "invalid-job"),
     (json.dumps({"jobId": "a", "inputPath": "/x.jpg", "outputDir": "o", "operations": ["blur"]}), "invalid-job"),
@@ -82,8 +84,16 @@ INVALID = [
     (json.dumps({"jobId": "a", "inputPath": "/x.jpg", "outputDir": "/o", "operations": []}), "invalid-job"),
     (json.dumps({"jobId": "a", "inputPath": "/x.jpg", "outputDir": "/o", "operations": "blur"}), "invalid-job"),
     (json.dumps({"jobId": 7, "inputPath": "/x.jpg", "outputDir": "/o", "operations": ["blur"]}), "invalid-job"),
-    (json.dumps({"jobId": "a", "inputPath": "/x.jpg", "outputDir": "/o", "operations": ["blur"], "retryCount": -1}), "invalid-job"),
-    (json.dumps({"jobId": "a", "inputPath": "/x.jpg", "outputDir": "/o", "operations": ["blur"], "timestamp": "now"}), "invalid-job"),
+    (
+        json.dumps({"jobId": "a", "inputPath": "/x.jpg", "outputDir": "/o", "operations": ["blur"], "retryCount": -1}),
+        "invalid-job",
+    ),
+    (
+        json.dumps(
+            {"jobId": "a", "inputPath": "/x.jpg", "outputDir": "/o", "operations": ["blur"], "timestamp": "now"}
+        ),
+        "invalid-job",
+    ),
 ]
 
 
@@ -139,13 +149,16 @@ def test_retries_until_failed_with_backoff(r, redis_server, uploads):
     assert elapsed >= 0.02 + 0.04
 
 
-@pytest.mark.parametrize("kind, reason", [
-    ("text", "unsupported-format"),
-    ("svg", "unsupported-format"),
-    ("huge", "too-large"),
-    ("directory", "not-a-file"),
-    ("fifo", "not-a-file"),
-])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("text", "unsupported-format"),
+        ("svg", "unsupported-format"),
+        ("huge", "too-large"),
+        ("directory", "not-a-file"),
+        ("fifo", "not-a-file"),
+    ],
+)
 def test_errors_that_cannot_succeed_later_fail_at_once(r, redis_server, uploads, kind, reason):
     job = seed_job(uploads, name=f"bad-{kind}", ops=["thumbnail"])
     path = job["inputPath"]

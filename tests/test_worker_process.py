@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import WORKER_CMD, push, records, seed_job
+from PIL import Image
+from redis_server import RedisServer, env_without_redis, wait_for
+
 from fastimg.worker.cli import build_parser
 from fastimg.worker.options import redis_url
-from redis_server import RedisServer, env_without_redis, wait_for
 
 
 def start_worker(*args: str, env: dict | None = None) -> subprocess.Popen:
@@ -40,9 +40,24 @@ def big_png(path, w=4000, h=3000):
 # -- the CLI -------------------------------------------------------------------
 def test_help_explains_every_option():
     out = subprocess.run(WORKER_CMD + ["--help"], capture_output=True, text=True, check=True).stdout
-    for opt in ("-redis", "-db", "-workers", "-max-retries", "--allowed-root", "--retry-base",
-                "--retry-cap", "--heartbeat-ttl", "--shutdown-timeout", "--done-cap", "--failed-cap",
-                "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASSWORD"):
+    for opt in (
+        "-redis",
+        "-db",
+        "-workers",
+        "-max-retries",
+        "--allowed-root",
+        "--retry-base",
+        "--retry-cap",
+        "--heartbeat-ttl",
+        "--shutdown-timeout",
+        "--done-cap",
+        "--failed-cap",
+        "REDIS_URL",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "REDIS_DB",
+        "REDIS_PASSWORD",
+    ):
         assert opt in out, opt
 
 
@@ -83,8 +98,14 @@ def test_start_up_lines_and_bad_settings(redis_server, r, uploads):
     assert "[MAIN] Starting Image Worker with 2 CPU workers" in out
     assert f"[MAIN] Redis: 127.0.0.1:{redis_server.port}, DB: 0" in out
     assert "[MAIN] Kernels: " in out and "any absolute path" in out
-    for line in ("[WORKER-0] Started", "[WORKER-1] Started", "with operations: [thumbnail]",
-                 "Input image read: ", "Operation thumbnail complete: ", "completed successfully in "):
+    for line in (
+        "[WORKER-0] Started",
+        "[WORKER-1] Started",
+        "with operations: [thumbnail]",
+        "Input image read: ",
+        "Operation thumbnail complete: ",
+        "completed successfully in ",
+    ):
         assert line in out, line
     bad = subprocess.run(WORKER_CMD + ["--allowed-root", "relative/dir"], capture_output=True, text=True)
     assert bad.returncode == 2 and "absolute" in bad.stderr
@@ -137,6 +158,7 @@ def test_killed_workers_lose_no_job(redis_server, r, uploads):
     jobs = [seed_job(uploads, name=f"k{i:02d}") for i in range(n)]
     for i in range(0, n, 4):  # some bigger ones, so kills land mid-job
         from conftest import make_photo
+
         make_photo(uploads / "user1" / f"k{i:02d}.jpg", size=(2400, 1800), seed=i)
     push(r, *jobs)
     rng = random.Random()
@@ -182,8 +204,9 @@ def test_jobs_reuse_the_memory_of_earlier_jobs(redis_server, r, uploads, operato
 
     make_photo(uploads / "user1" / "mem.jpg", size=(2400, 1800))
     job = seed_job(uploads, name="mem")
-    p = start_worker("-redis", f"127.0.0.1:{redis_server.port}", "-workers", "1",
-                     env=dict(env_without_redis(), **operator_env))
+    p = start_worker(
+        "-redis", f"127.0.0.1:{redis_server.port}", "-workers", "1", env=dict(env_without_redis(), **operator_env)
+    )
     try:
         for _ in range(3):
             push(r, job)
@@ -228,9 +251,11 @@ def test_worker_survives_redis_restart(uploads):
 
 # -- authentication ------------------------------------------------------------
 # What the worker needs, and nothing else: its own keys and these commands.
-WORKER_ACL = ("on >workerpw ~image:* resetchannels &image:events -@all +blmove +lmove +lrange +lrem +lpush +rpush "
-              "+ltrim +llen +zadd +zrangebyscore +zrem +set +exists +del +sadd +srem +smembers "
-              "+evalsha +eval +script|load +multi +exec +select +ping +hset +expire +publish +lindex +scan +lpos +get")
+WORKER_ACL = (
+    "on >workerpw ~image:* resetchannels &image:events -@all +blmove +lmove +lrange +lrem +lpush +rpush "
+    "+ltrim +llen +zadd +zrangebyscore +zrem +set +exists +del +sadd +srem +smembers "
+    "+evalsha +eval +script|load +multi +exec +select +ping +hset +expire +publish +lindex +scan +lpos +get"
+)
 
 
 def test_worker_runs_with_password_and_acl_user(uploads):
@@ -239,8 +264,11 @@ def test_worker_runs_with_password_and_acl_user(uploads):
         admin = server.client(password="adminpw")
         admin.execute_command("ACL", "SETUSER", "imageworker", *WORKER_ACL.split())
         push(admin, seed_job(uploads, name="acl", ops=["thumbnail", "blur"]))
-        env = env_without_redis() | {"REDIS_URL": f"redis://127.0.0.1:{server.port}/0",
-                                     "REDIS_USERNAME": "imageworker", "REDIS_PASSWORD": "workerpw"}
+        env = env_without_redis() | {
+            "REDIS_URL": f"redis://127.0.0.1:{server.port}/0",
+            "REDIS_USERNAME": "imageworker",
+            "REDIS_PASSWORD": "workerpw",
+        }
         p = start_worker("-workers", "1", env=env)
         wait_for(lambda: admin.llen("image:done") + admin.llen("image:failed"), timeout=30)
         p.send_signal(signal.SIGTERM)
@@ -250,8 +278,11 @@ def test_worker_runs_with_password_and_acl_user(uploads):
         assert "permission" not in out.lower() and "not written" not in out and "Redis error" not in out, out
         # The password alone (default user) works too.
         push(admin, seed_job(uploads, name="pw", ops=["thumbnail"]))
-        env = env_without_redis() | {"REDIS_PORT": str(server.port), "REDIS_HOST": "127.0.0.1",
-                                     "REDIS_PASSWORD": "adminpw"}
+        env = env_without_redis() | {
+            "REDIS_PORT": str(server.port),
+            "REDIS_HOST": "127.0.0.1",
+            "REDIS_PASSWORD": "adminpw",
+        }
         p = start_worker("-workers", "1", env=env)
         wait_for(lambda: admin.llen("image:done") == 2, timeout=30)
         p.send_signal(signal.SIGTERM)

@@ -6,7 +6,7 @@ import functools
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Literal, Optional, Tuple
+from typing import Literal
 
 import numpy as np
 
@@ -16,7 +16,7 @@ BackendName = Literal["cpu", "cuda"]
 # The filters are the native enum's; the Literal repeats them for type
 # checkers, and tests/test_layers.py holds the two (and _core.pyi) together.
 FilterName = Literal["box", "bilinear", "bicubic", "lanczos3"]
-FILTERS: Tuple[str, ...] = tuple(_core.Filter.__members__)
+FILTERS: tuple[str, ...] = tuple(_core.Filter.__members__)
 
 # Each side is kept well inside the 32-bit indices of the kernels.
 MAX_SIDE = 1 << 20
@@ -49,11 +49,11 @@ class Backends:
     once a sticky error has taken CUDA out of use in this process.
     """
 
-    available: Tuple[str, ...]
+    available: tuple[str, ...]
     default: str
     cuda_compiled: bool
-    cuda_device: Optional[str]
-    cuda_reason: Optional[str]
+    cuda_device: str | None
+    cuda_reason: str | None
     cuda_lost: bool = False
 
     def describe(self) -> str:
@@ -72,7 +72,7 @@ def backends() -> Backends:
     return _backends(_core.cuda_lost())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _backends(lost: bool) -> Backends:
     status = _core.cuda_status()
     if status["available"]:
@@ -81,7 +81,7 @@ def _backends(lost: bool) -> Backends:
     return Backends(("cpu",), "cpu", bool(status["compiled"]), device, status["reason"], bool(status["lost"]))
 
 
-def _backend(backend: Optional[str]) -> "_core.Backend":
+def _backend(backend: str | None) -> _core.Backend:
     info = backends()
     if backend is None:
         backend = info.default
@@ -107,7 +107,7 @@ def _check_image(img: object, name: str = "img") -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _check_size(size: object) -> Tuple[int, int]:
+def _check_size(size: object) -> tuple[int, int]:
     if (
         not isinstance(size, (tuple, list))
         or len(size) != 2
@@ -137,13 +137,13 @@ def _check_levels(levels: object) -> int:
     return int(levels)
 
 
-def _check_filter(filter: object) -> "_core.Filter":
+def _check_filter(filter: object) -> _core.Filter:
     if filter not in FILTERS:
         raise ValueError(f"filter must be one of {', '.join(FILTERS)}; got {filter!r}")
     return getattr(_core.Filter, str(filter))
 
 
-def _output(out: Optional[np.ndarray], shape: Tuple[int, ...], src: np.ndarray) -> np.ndarray:
+def _output(out: np.ndarray | None, shape: tuple[int, ...], src: np.ndarray) -> np.ndarray:
     if out is None:
         return np.empty(shape, np.uint8)
     if not isinstance(out, np.ndarray) or out.dtype != np.uint8:
@@ -157,17 +157,17 @@ def _output(out: Optional[np.ndarray], shape: Tuple[int, ...], src: np.ndarray) 
     return out
 
 
-def _resized_shape(img: np.ndarray, width: int, height: int) -> Tuple[int, ...]:
+def _resized_shape(img: np.ndarray, width: int, height: int) -> tuple[int, ...]:
     return (height, width) + img.shape[2:]
 
 
 def resize(
     img: np.ndarray,
-    size: Tuple[int, int],
+    size: tuple[int, int],
     *,
     filter: FilterName = "lanczos3",
-    backend: Optional[BackendName] = None,
-    out: Optional[np.ndarray] = None,
+    backend: BackendName | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Resample ``img`` to ``size`` = (width, height), antialiased.
 
@@ -189,8 +189,8 @@ def gaussian_blur(
     img: np.ndarray,
     sigma: float,
     *,
-    backend: Optional[BackendName] = None,
-    out: Optional[np.ndarray] = None,
+    backend: BackendName | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Blur ``img`` with a true separable Gaussian of standard deviation ``sigma``.
 
@@ -212,8 +212,8 @@ def quantize(
     levels: int,
     *,
     dither: bool = False,
-    backend: Optional[BackendName] = None,
-    out: Optional[np.ndarray] = None,
+    backend: BackendName | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Quantise each colour channel to ``levels`` (2..256) values spread evenly over 0..255.
 
@@ -253,28 +253,28 @@ class Image:
     (``backend=None``) are made on the CPU.
     """
 
-    __slots__ = ("_img", "_channels_axis")
+    __slots__ = ("_channels_axis", "_img")
 
-    def __init__(self, img: np.ndarray, *, backend: Optional[BackendName] = None, copy: bool = True) -> None:
+    def __init__(self, img: np.ndarray, *, backend: BackendName | None = None, copy: bool = True) -> None:
         src = _check_image(img)
         self._channels_axis = src.ndim == 3
         self._img = _core.Image(src, _backend(backend), bool(copy))
 
     @classmethod
-    def _wrap(cls, core_img: "_core.Image", channels_axis: bool) -> "Image":
+    def _wrap(cls, core_img: _core.Image, channels_axis: bool) -> Image:
         self = cls.__new__(cls)
         self._img = core_img
         self._channels_axis = channels_axis
         return self
 
     @property
-    def shape(self) -> Tuple[int, ...]:
+    def shape(self) -> tuple[int, ...]:
         """(H, W) or (H, W, C), as the array this image came from."""
         h, w, c = self._img.dims
         return (h, w, c) if self._channels_axis else (h, w)
 
     @property
-    def size(self) -> Tuple[int, int]:
+    def size(self) -> tuple[int, int]:
         """(width, height), as Pillow reports it."""
         h, w, _ = self._img.dims
         return (w, h)
@@ -284,16 +284,16 @@ class Image:
         """``"cpu"`` or ``"cuda"``: where the pixels live."""
         return self._img.backend.name
 
-    def resize(self, size: Tuple[int, int], *, filter: FilterName = "lanczos3") -> "Image":
+    def resize(self, size: tuple[int, int], *, filter: FilterName = "lanczos3") -> Image:
         """Resampled copy, as :func:`resize`, on the same backend."""
         width, height = _check_size(size)
         return Image._wrap(self._img.resize(width, height, _check_filter(filter)), self._channels_axis)
 
-    def gaussian_blur(self, sigma: float) -> "Image":
+    def gaussian_blur(self, sigma: float) -> Image:
         """Blurred copy, as :func:`gaussian_blur`, on the same backend."""
         return Image._wrap(self._img.gaussian_blur(_check_sigma(sigma)), self._channels_axis)
 
-    def quantize(self, levels: int, *, dither: bool = False) -> "Image":
+    def quantize(self, levels: int, *, dither: bool = False) -> Image:
         """Quantised copy, as :func:`quantize`, on the same backend."""
         return Image._wrap(self._img.quantize(_check_levels(levels), bool(dither)), self._channels_axis)
 
@@ -305,7 +305,7 @@ class Image:
 
     def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
         arr = self.numpy()
-        return arr if dtype is None else arr.astype(dtype)
+        return arr if dtype is None else arr.astype(dtype)  # type: ignore[call-overload]  # numpy's protocol
 
     def __repr__(self) -> str:
         return f"fastimg.Image(shape={self.shape}, backend={self.backend!r})"

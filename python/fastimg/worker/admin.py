@@ -7,8 +7,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Sequence
 
 import redis
 
@@ -17,7 +17,6 @@ from .options import connector, non_negative_int, positive_float, positive_int, 
 from .outcomes import RECORD_FIELDS
 from .outputs import OPERATIONS
 from .queue import Queue
-
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -49,10 +48,13 @@ def stats_main(argv: Sequence[str]) -> int:
             if args.watch:
                 print("\033[H\033[2J", end="")
             age = "-" if s["oldestPendingAgeSeconds"] is None else f"{s['oldestPendingAgeSeconds']:.1f}s"
-            print(f"image:jobs    {s['jobs']:>8}   oldest pending: {age}\n"
-                  f"image:retry   {s['retry']:>8}\nimage:failed  {s['failed']:>8}\nimage:done    {s['done']:>8}\n"
-                  f"in flight     {s['inFlight']:>8}\nlive workers  {s['liveWorkers']:>8}"
-                  f"   (registered: {s['registeredWorkers']})", flush=True)
+            print(
+                f"image:jobs    {s['jobs']:>8}   oldest pending: {age}\n"
+                f"image:retry   {s['retry']:>8}\nimage:failed  {s['failed']:>8}\nimage:done    {s['done']:>8}\n"
+                f"in flight     {s['inFlight']:>8}\nlive workers  {s['liveWorkers']:>8}"
+                f"   (registered: {s['registeredWorkers']})",
+                flush=True,
+            )
         if not args.watch:
             return 0
         try:
@@ -62,8 +64,11 @@ def stats_main(argv: Sequence[str]) -> int:
 
 
 def requeue_main(argv: Sequence[str]) -> int:
-    p = _parser("requeue-failed", "Move dead letters from image:failed back to image:jobs, oldest first, "
-                "with retryCount reset to 0. Records of payloads that were not jobs are left alone.")
+    p = _parser(
+        "requeue-failed",
+        "Move dead letters from image:failed back to image:jobs, oldest first, "
+        "with retryCount reset to 0. Records of payloads that were not jobs are left alone.",
+    )
     p.add_argument("--reason", help="only records with this reason (e.g. input-missing)")
     p.add_argument("--limit", type=positive_int, help="move at most this many")
     args = p.parse_args(argv)
@@ -115,8 +120,11 @@ def purge_failed_main(argv: Sequence[str]) -> int:
 def submit_main(argv: Sequence[str]) -> int:
     from ..producer import Producer, detect_image_type, store_upload
 
-    p = _parser("submit", "Queue image jobs for files, as the seed's server does on upload. A file "
-                "outside <uploads-root>/<user>/ is first stored there as <uuid>-<name>.")
+    p = _parser(
+        "submit",
+        "Queue image jobs for files, as the seed's server does on upload. A file "
+        "outside <uploads-root>/<user>/ is first stored there as <uuid>-<name>.",
+    )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--uploads-root", required=True, metavar="DIR")
     p.add_argument("--user", required=True, metavar="ID")
@@ -125,7 +133,7 @@ def submit_main(argv: Sequence[str]) -> int:
     producer = Producer(_connect(args))
     ops = [o for o in args.ops.split(",") if o]
     user_dir = (Path(args.uploads_root) / args.user).resolve()
-    failed: List[str] = []
+    failed: list[str] = []
     for f in args.files:
         path = Path(f).resolve()
         try:

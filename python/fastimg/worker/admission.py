@@ -9,8 +9,8 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Sequence
 
 from .decode import Header
 from .errors import PermanentError
@@ -74,7 +74,7 @@ def default_budget() -> int:
         except (OSError, IndexError, ValueError):
             limit = None
     if limit is None:
-        limit = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return int(limit * 3 // 4)
 
 
@@ -88,14 +88,16 @@ class Budget:
         self.used = 0
         self.peak = 0  # the most ever admitted at once, for tests and metrics
         self._cond = threading.Condition()
-        self._first_waiting: Optional[object] = None
+        self._first_waiting: object | None = None
 
     @contextmanager
     def admit(self, need: int, what: str, cancelled: Callable[[], bool] = lambda: False) -> Iterator[None]:
         """Hold ``need`` bytes of the budget for the block; wait until they fit."""
         if need > self.total:
-            raise PermanentError("too-large", f"{what} needs about {_mb(need)} of memory; "
-                                              f"the worker's budget is {_mb(self.total)} (--memory-budget)")
+            raise PermanentError(
+                "too-large",
+                f"{what} needs about {_mb(need)} of memory; the worker's budget is {_mb(self.total)} (--memory-budget)",
+            )
         me = object()
         since = time.monotonic()
         with self._cond:

@@ -26,8 +26,10 @@ def tune_malloc() -> None:
     except (OSError, AttributeError):
         return
     # option numbers from glibc's malloc.h
-    for env, option, value in (("MALLOC_TRIM_THRESHOLD_", -1, 256 << 20),
-                               ("MALLOC_MMAP_THRESHOLD_", -3, 32 << 20),  # glibc's largest
-                               ("MALLOC_ARENA_MAX", -8, 2)):
+    for env, option, value in (
+        ("MALLOC_TRIM_THRESHOLD_", -1, 256 << 20),
+        ("MALLOC_MMAP_THRESHOLD_", -3, 32 << 20),  # glibc's largest
+        ("MALLOC_ARENA_MAX", -8, 2),
+    ):
         if env not in os.environ:
             mallopt(option, value)

@@ -10,7 +10,7 @@ import importlib
 import logging
 import os
 import sys
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 from .allocator import tune_malloc
 from .jobs import normalise_roots
@@ -57,43 +57,117 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-redis", "--redis", metavar="ADDR",
-                   help="Redis address host:port, or a redis:// or rediss:// URL (default localhost:6379)")
+    p.add_argument(
+        "-redis",
+        "--redis",
+        metavar="ADDR",
+        help="Redis address host:port, or a redis:// or rediss:// URL (default localhost:6379)",
+    )
     p.add_argument("-db", "--db", type=non_negative_int, help="Redis database number (default 0)")
-    p.add_argument("-workers", "--workers", type=positive_int, default=Config.workers,
-                   help=f"jobs processed concurrently (default {Config.workers})")
-    p.add_argument("-max-retries", "--max-retries", type=non_negative_int, default=Config.max_retries,
-                   help=f"retries of a failing job before it goes to image:failed (default {Config.max_retries})")
-    p.add_argument("--allowed-root", action="append", default=None, metavar="DIR",
-                   help="only read and write below DIR (repeatable); without it any absolute path is accepted")
-    p.add_argument("--retry-base", type=positive_float, default=Config.backoff_base, metavar="SECONDS",
-                   help=f"backoff before the first retry, doubling each time, with jitter (default {Config.backoff_base:g})")
-    p.add_argument("--retry-cap", type=positive_float, default=Config.backoff_cap, metavar="SECONDS",
-                   help=f"longest backoff between retries (default {Config.backoff_cap:g})")
-    p.add_argument("--heartbeat-ttl", type=positive_float, default=Config.heartbeat_ttl, metavar="SECONDS",
-                   help=f"lease of a worker; its jobs are recovered this long after it dies (default {Config.heartbeat_ttl:g})")
-    p.add_argument("--shutdown-timeout", type=positive_float, default=Config.shutdown_timeout, metavar="SECONDS",
-                   help="after SIGTERM/SIGINT, how long to finish jobs in hand before putting them back "
-                        f"(default {Config.shutdown_timeout:g})")
-    p.add_argument("--done-cap", type=non_negative_int, default=Config.done_cap, metavar="N",
-                   help=f"keep the newest N records on image:done (0: unlimited; default {Config.done_cap})")
-    p.add_argument("--failed-cap", type=non_negative_int, default=Config.failed_cap, metavar="N",
-                   help=f"keep the newest N records on image:failed (0: unlimited; default {Config.failed_cap})")
-    p.add_argument("--max-input-bytes", type=positive_int, default=Limits.max_input_bytes, metavar="N",
-                   help=f"refuse larger input files as too-large (default {Limits.max_input_bytes})")
-    p.add_argument("--max-pixels", type=positive_int, default=Limits.max_pixels, metavar="N",
-                   help=f"refuse images with more pixels as too-large (default {Limits.max_pixels})")
-    p.add_argument("--metrics-port", type=non_negative_int, metavar="PORT",
-                   help="serve Prometheus /metrics, /healthz and /readyz on this port (default: off)")
-    p.add_argument("--metrics-host", default=Config.metrics_host, metavar="ADDR",
-                   help=f"address the metrics port binds to (default {Config.metrics_host}; 0.0.0.0 for all)")
-    p.add_argument("--memory-budget", type=size, metavar="SIZE",
-                   help="memory all jobs of this process may use at once, e.g. 4G; jobs wait for room and "
-                        "a job that could never fit fails as too-large (default: 3/4 of the cgroup limit, "
-                        "else of the memory available at start)")
-    p.add_argument("--no-fsync", action="store_true",
-                   help="do not flush outputs to disk before recording a job as done (faster; a power loss "
-                        "can then lose outputs of done jobs)")
+    p.add_argument(
+        "-workers",
+        "--workers",
+        type=positive_int,
+        default=Config.workers,
+        help=f"jobs processed concurrently (default {Config.workers})",
+    )
+    p.add_argument(
+        "-max-retries",
+        "--max-retries",
+        type=non_negative_int,
+        default=Config.max_retries,
+        help=f"retries of a failing job before it goes to image:failed (default {Config.max_retries})",
+    )
+    p.add_argument(
+        "--allowed-root",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="only read and write below DIR (repeatable); without it any absolute path is accepted",
+    )
+    p.add_argument(
+        "--retry-base",
+        type=positive_float,
+        default=Config.backoff_base,
+        metavar="SECONDS",
+        help=f"backoff before the first retry, doubling each time, with jitter (default {Config.backoff_base:g})",
+    )
+    p.add_argument(
+        "--retry-cap",
+        type=positive_float,
+        default=Config.backoff_cap,
+        metavar="SECONDS",
+        help=f"longest backoff between retries (default {Config.backoff_cap:g})",
+    )
+    p.add_argument(
+        "--heartbeat-ttl",
+        type=positive_float,
+        default=Config.heartbeat_ttl,
+        metavar="SECONDS",
+        help=f"lease of a worker; its jobs are recovered this long after it dies (default {Config.heartbeat_ttl:g})",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=positive_float,
+        default=Config.shutdown_timeout,
+        metavar="SECONDS",
+        help="after SIGTERM/SIGINT, how long to finish jobs in hand before putting them back "
+        f"(default {Config.shutdown_timeout:g})",
+    )
+    p.add_argument(
+        "--done-cap",
+        type=non_negative_int,
+        default=Config.done_cap,
+        metavar="N",
+        help=f"keep the newest N records on image:done (0: unlimited; default {Config.done_cap})",
+    )
+    p.add_argument(
+        "--failed-cap",
+        type=non_negative_int,
+        default=Config.failed_cap,
+        metavar="N",
+        help=f"keep the newest N records on image:failed (0: unlimited; default {Config.failed_cap})",
+    )
+    p.add_argument(
+        "--max-input-bytes",
+        type=positive_int,
+        default=Limits.max_input_bytes,
+        metavar="N",
+        help=f"refuse larger input files as too-large (default {Limits.max_input_bytes})",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=Limits.max_pixels,
+        metavar="N",
+        help=f"refuse images with more pixels as too-large (default {Limits.max_pixels})",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=non_negative_int,
+        metavar="PORT",
+        help="serve Prometheus /metrics, /healthz and /readyz on this port (default: off)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default=Config.metrics_host,
+        metavar="ADDR",
+        help=f"address the metrics port binds to (default {Config.metrics_host}; 0.0.0.0 for all)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=size,
+        metavar="SIZE",
+        help="memory all jobs of this process may use at once, e.g. 4G; jobs wait for room and "
+        "a job that could never fit fails as too-large (default: 3/4 of the cgroup limit, "
+        "else of the memory available at start)",
+    )
+    p.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="do not flush outputs to disk before recording a job as done (faster; a power loss "
+        "can then lose outputs of done jobs)",
+    )
     add_output_options(p)
     return p
 
@@ -109,7 +183,7 @@ COMMANDS = {
 }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
         module, function = COMMANDS[argv[0]]
@@ -119,7 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     env = os.environ
     try:
         url = redis_url(args.redis, args.db, env)
-        roots_given: List[str] = args.allowed_root or [r for r in env.get("FASTIMG_ALLOWED_ROOTS", "").split(":") if r]
+        roots_given: list[str] = args.allowed_root or [r for r in env.get("FASTIMG_ALLOWED_ROOTS", "").split(":") if r]
         roots = normalise_roots(roots_given)
         spec = output_spec(args)
     except (ValueError, SpecError) as e:
@@ -148,7 +222,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if roots:
         say(f"[MAIN] Allowed roots: {', '.join(roots)}")
     else:
-        say("[MAIN] Allowed roots: any absolute path (no --allowed-root given): jobs may read and write anywhere this user can")
+        say(
+            "[MAIN] Allowed roots: any absolute path (no --allowed-root given): "
+            "jobs may read and write anywhere this user can"
+        )
     tune_malloc()
     worker = Worker(connector(url, config.block_timeout), config)
     code = worker.run()

@@ -16,7 +16,6 @@ import errno
 import os
 import platform
 import stat
-from typing import List, Optional
 
 from .errors import PermanentError
 
@@ -40,14 +39,18 @@ def _escape(path: str) -> PermanentError:
     return PermanentError("path-not-allowed", f"{path!r} leads outside the allowed roots")
 
 
-def _openat2(dir_fd: int, rel: str, flags: int, mode: int) -> Optional[int]:
+def _openat2(dir_fd: int, rel: str, flags: int, mode: int) -> int | None:
     """The descriptor, or None when this kernel has no openat2."""
     global use_openat2
-    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0,
-                   _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
     for _ in range(8):  # EAGAIN: a concurrent rename made the kernel unsure; retry
-        fd = _syscall(ctypes.c_long(_SYS_OPENAT2 or -1), ctypes.c_int(dir_fd), rel.encode(),
-                      ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+        fd = _syscall(
+            ctypes.c_long(_SYS_OPENAT2 or -1),
+            ctypes.c_int(dir_fd),
+            rel.encode(),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        )
         if fd >= 0:
             return int(fd)
         err = ctypes.get_errno()
@@ -62,20 +65,26 @@ def _openat2(dir_fd: int, rel: str, flags: int, mode: int) -> Optional[int]:
     raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN), rel)
 
 
-def _open_nofollow(dir_fd: int, parts: List[str], flags: int, mode: int) -> int:
+def _open_nofollow(dir_fd: int, parts: list[str], flags: int, mode: int) -> int:
     fd = os.dup(dir_fd)
     try:
         for i, name in enumerate(parts):
             last = i == len(parts) - 1
             try:
-                nxt = os.open(name, (flags if last else os.O_RDONLY | os.O_DIRECTORY) | os.O_NOFOLLOW | os.O_CLOEXEC,
-                              mode, dir_fd=fd)
+                nxt = os.open(
+                    name,
+                    (flags if last else os.O_RDONLY | os.O_DIRECTORY) | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    mode,
+                    dir_fd=fd,
+                )
             except OSError as e:
                 # O_NOFOLLOW refuses a symlink with ELOOP, or ENOTDIR where a directory was asked for.
                 if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(name, fd):
-                    raise PermanentError("path-not-allowed",
-                                         f"{'/'.join(parts)!r} goes through a symlink (not followed below an "
-                                         "allowed root on this kernel, which lacks openat2)") from None
+                    raise PermanentError(
+                        "path-not-allowed",
+                        f"{'/'.join(parts)!r} goes through a symlink (not followed below an "
+                        "allowed root on this kernel, which lacks openat2)",
+                    ) from None
                 raise
             if last:
                 return nxt
@@ -93,7 +102,7 @@ def _is_symlink(name: str, dir_fd: int) -> bool:
         return False
 
 
-def _parts(rel: str) -> List[str]:
+def _parts(rel: str) -> list[str]:
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise _escape(rel)
@@ -115,7 +124,7 @@ def open_beneath(root: str, rel: str, flags: int, mode: int = 0o644) -> int:
         os.close(root_fd)
 
 
-def open_dir(path: str, root: Optional[str], rel: str, create: bool) -> int:
+def open_dir(path: str, root: str | None, rel: str, create: bool) -> int:
     """A descriptor of the directory ``path`` (``root/rel`` when confined),
     made with its missing parents when ``create``."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC

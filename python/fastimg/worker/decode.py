@@ -10,8 +10,9 @@ import logging
 import sys
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, TextIO, cast
 
 import numpy as np
 from PIL import EpsImagePlugin, Image, ImageCms, ImageFile
@@ -33,12 +34,15 @@ Image.MAX_IMAGE_PIXELS = None
 Image.init()
 # Accepted-format names are Pillow's format names in lower case. ("jpeg" also
 # covers camera JPEGs with an MPF index, which Pillow's JPEG decoder opens as MPO.)
-_NEVER = {"svg": "SVG is never rasterised by this worker",
-          "dib": "headerless BMP has no signature to tell it from other data",
-          "iptc": "not an image format", "mpeg": "not an image format"}
+_NEVER = {
+    "svg": "SVG is never rasterised by this worker",
+    "dib": "headerless BMP has no signature to tell it from other data",
+    "iptc": "not an image format",
+    "mpeg": "not an image format",
+}
 
 
-def _cannot_decode_here(name: str) -> Optional[str]:
+def _cannot_decode_here(name: str) -> str | None:
     """Why this installation cannot decode format ``name``, or None when it can."""
     if name in _NEVER:
         return _NEVER[name]
@@ -53,10 +57,10 @@ def _cannot_decode_here(name: str) -> Optional[str]:
 
 
 # What --input-formats may list in this installation.
-FORMAT_NAMES: Tuple[str, ...] = tuple(sorted(n for n in (f.lower() for f in Image.OPEN) if not _cannot_decode_here(n)))
+FORMAT_NAMES: tuple[str, ...] = tuple(sorted(n for n in (f.lower() for f in Image.OPEN) if not _cannot_decode_here(n)))
 
 
-def parse_formats(text: str) -> Tuple[str, ...]:
+def parse_formats(text: str) -> tuple[str, ...]:
     """The accepted formats from a comma-separated list of names (jpeg, png,
     tiff, avif, ...); ValueError naming what is wrong."""
     names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
@@ -82,8 +86,16 @@ class Header:
 
 # Pillow's error messages for a variant of an accepted format that it does not
 # decode (rather than a damaged file, which may still be arriving).
-_UNSUPPORTED_WORDS = ("unsupported", "not supported", "unknown raw mode", "unknown pixel mode",
-                      "not available", "unimplemented", "unknown image mode", "no decoder")
+_UNSUPPORTED_WORDS = (
+    "unsupported",
+    "not supported",
+    "unknown raw mode",
+    "unknown pixel mode",
+    "not available",
+    "unimplemented",
+    "unknown image mode",
+    "no decoder",
+)
 
 
 def _failure(e: BaseException, what: str) -> JobError:
@@ -105,7 +117,14 @@ _hook_lock = threading.Lock()
 _print_warning = warnings.showwarning
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     sink = getattr(_captured, "sink", None)
     if sink is None:
         _print_warning(message, category, filename, lineno, file, line)
@@ -120,9 +139,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):  #
 _TIFF_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
 
 
-def _tiff_message(module: Optional[bytes], fmt: Optional[bytes], args: Optional[int]) -> None:
+def _tiff_message(module: bytes | None, fmt: bytes | None, args: int | None) -> None:
     buf = ctypes.create_string_buffer(1024)
-    _vsnprintf(buf, len(buf), fmt, args)
+    if _vsnprintf is not None:  # set whenever this handler is installed
+        _vsnprintf(buf, len(buf), fmt, args)
     text = (f"{module.decode(errors='replace')}: " if module else "") + buf.value.decode(errors="replace")
     sink = getattr(_captured, "sink", None)
     if sink is None:
@@ -155,12 +175,12 @@ def _route_libtiff_messages() -> list:
         return []
 
 
-_vsnprintf = None
+_vsnprintf: Any = None
 _TIFF_HANDLERS = _route_libtiff_messages()
 
 
 class _Warnings:
-    def __enter__(self) -> List[str]:
+    def __enter__(self) -> list[str]:
         global _print_warning
         with _hook_lock:
             if warnings.showwarning is not _show_warning:
@@ -173,7 +193,7 @@ class _Warnings:
         _captured.sink = self.outer
 
 
-def _with_warnings(e: JobError, caught: List[str]) -> JobError:
+def _with_warnings(e: JobError, caught: list[str]) -> JobError:
     if not caught:
         return e
     if e.reason == "corrupt-image" and any("support is not configured" in w for w in caught):
@@ -184,7 +204,7 @@ def _with_warnings(e: JobError, caught: List[str]) -> JobError:
     return type(e)(e.reason, f"{e} (library warnings: {'; '.join(distinct[:5])}{more})")
 
 
-def _open(data: bytes, limits: Limits) -> Image.Image:
+def _open(data: bytes, limits: Limits) -> ImageFile.ImageFile:
     """The input opened (header only) by the decoder of its format, if that
     format is accepted; no other decoder ever sees it."""
     if not data:
@@ -220,13 +240,14 @@ def _header_failure(data: bytes, kind: str, pillow: Sequence[str]) -> JobError:
     only says that no decoder took it."""
     for fmt in pillow:
         try:
-            Image.OPEN[fmt][0](io.BytesIO(data)).close()
+            opener: Any = Image.OPEN[fmt][0]  # an ImageFile subclass: its constructor reads the header
+            opener(io.BytesIO(data)).close()
         except Exception as e:  # noqa: BLE001
             return _failure(e, f"read the {kind} header")
     return TransientError("corrupt-image", f"cannot read the {kind} header")
 
 
-def _check_header(im: Image.Image, limits: Limits) -> None:
+def _check_header(im: ImageFile.ImageFile, limits: Limits) -> None:
     if im.mode == "F":
         raise PermanentError("unsupported-format", "floating-point samples have no defined display range")
     _check_size(*im.size, limits)
@@ -278,7 +299,7 @@ _SRGB = ImageCms.createProfile("sRGB")
 _LAB = ImageCms.createProfile("LAB")
 
 
-def _to_srgb(im: Image.Image, icc: Optional[bytes]) -> Image.Image:
+def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
     """``im`` (loaded) converted from its ICC profile to sRGB."""
     # A grey profile changes tone only, and sRGB has no grey space to map it to.
     if not icc or im.mode not in ("RGB", "RGBA", "CMYK"):
@@ -288,12 +309,18 @@ def _to_srgb(im: Image.Image, icc: Optional[bytes]) -> Image.Image:
         transform = ImageCms.buildTransform(src, _SRGB, im.mode, "RGBA" if im.mode == "RGBA" else "RGB")
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return im  # a broken profile, or one for another colour space, is ignored, as browsers do
-    return ImageCms.applyTransform(im, transform)
+    return cast(Image.Image, ImageCms.applyTransform(im, transform))  # not in place: always an image
 
 
-_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 # 16-bit samples that Pillow reads by keeping each sample's high byte: the
@@ -305,12 +332,13 @@ _NATIVE = "16L" if sys.byteorder == "little" else "16B"
 _SWAPPED = {"16B": "16L", "16L": "16B", "16N": "16B" if sys.byteorder == "little" else "16L"}
 
 
-def _reopened(data: bytes, fmt: str, rawmode: str, mode: Optional[str] = None) -> Tuple[np.ndarray, dict]:
+def _reopened(data: bytes, fmt: str, rawmode: str, mode: str | None = None) -> tuple[np.ndarray, dict]:
     """The first frame decoded again with every tile's rawmode replaced, and
     what loading it put in its info (a PNG's eXIf chunk may follow its pixels)."""
     with Image.open(io.BytesIO(data), formats=[fmt]) as im:
-        im.tile = [t._replace(args=(rawmode,) + tuple(t.args[1:]) if isinstance(t.args, tuple) else rawmode)
-                   for t in im.tile]
+        im.tile = [
+            t._replace(args=(rawmode,) + tuple(t.args[1:]) if isinstance(t.args, tuple) else rawmode) for t in im.tile
+        ]
         if mode is not None:
             im._mode = mode
         im.load()
@@ -325,7 +353,7 @@ def _rounded(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     return (hi + (d >= 129) - (d <= -129)).astype(np.uint8)
 
 
-def _decode_16bit(data: bytes, im: Image.Image) -> Optional[Image.Image]:
+def _decode_16bit(data: bytes, im: ImageFile.ImageFile) -> Image.Image | None:
     """16-bit RGB(A), CMYK and grey+alpha decoded exactly and rounded to 8
     bits, or None for other images. Pillow has no 16-bit colour modes and
     reads these by truncation; decoding the same tiles once more with the
@@ -370,7 +398,7 @@ def _decode_16bit(data: bytes, im: Image.Image) -> Optional[Image.Image]:
     return out
 
 
-def _frames(im: Image.Image) -> Optional[int]:
+def _frames(im: Image.Image) -> int | None:
     """How many frames (pages) the file has, or None when the chain of frames
     is damaged after the first: Pillow walks it and raises anything there."""
     try:
@@ -381,11 +409,11 @@ def _frames(im: Image.Image) -> Optional[int]:
         return None
 
 
-def _pixels(im: Image.Image, data: bytes) -> Image.Image:
+def _pixels(im: ImageFile.ImageFile, data: bytes) -> Image.Image:
     """The first frame loaded, 8 bits per sample, sRGB, in L, RGB or RGBA."""
     # Before loading: a PNG's iCCP after its pixels is out of place (libpng ignores it too).
     icc = im.info.get("icc_profile")
-    out = _decode_16bit(data, im) if im.format in ("PNG", "TIFF") else None
+    out: Image.Image | None = _decode_16bit(data, im) if im.format in ("PNG", "TIFF") else None
     if out is None:
         im.load()  # here, so a decoding error is never taken for a broken profile
         out = im
@@ -395,11 +423,14 @@ def _pixels(im: Image.Image, data: bytes) -> Image.Image:
         key = out.info.get("transparency")
         rounded = np.clip(np.floor(grey.astype(np.float64) / 257 + 0.5), 0, 255).astype(np.uint8)
         if isinstance(key, int):
-            return Image.fromarray(np.dstack([rounded, rounded, rounded, np.where(grey == key, 0, 255).astype(np.uint8)]), "RGBA")
+            return Image.fromarray(
+                np.dstack([rounded, rounded, rounded, np.where(grey == key, 0, 255).astype(np.uint8)]), "RGBA"
+            )
         return Image.fromarray(rounded, "L")
     target = "RGBA" if _has_alpha(out) else ("L" if out.mode in ("1", "L") else "RGB")
     if out.mode == "LAB":
-        out = ImageCms.applyTransform(out, ImageCms.buildTransform(_LAB, _SRGB, "LAB", "RGB"))
+        lab = ImageCms.buildTransform(_LAB, _SRGB, "LAB", "RGB")
+        out = cast(Image.Image, ImageCms.applyTransform(out, lab))  # not in place: always an image
     elif out.mode not in ("RGB", "RGBA", "CMYK", "L", target):
         out = out.convert(target)  # palette, premultiplied, YCbCr...: first to the colours a profile describes
     out = _to_srgb(out, icc)
@@ -444,10 +475,8 @@ def _decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndar
             # Shrink-on-load: decode at the smallest DCT scale that still
             # covers every output, sized in the stored orientation.
             swap = orientation in _TRANSPOSED
-            sizes = [fit_inside(width, height, *((s.height, s.width) if swap else (s.width, s.height)))
-                     for s in specs]
-            im.draft(im.mode if im.mode in ("RGB", "L") else None,
-                     (max(w for w, _ in sizes), max(h for _, h in sizes)))
+            sizes = [fit_inside(width, height, *((s.height, s.width) if swap else (s.width, s.height))) for s in specs]
+            im.draft(im.mode if im.mode in ("RGB", "L") else None, (max(w for w, _ in sizes), max(h for _, h in sizes)))
         out = _pixels(im, data)
         if im.format not in ("JPEG", "MPO"):
             # After loading: a PNG's eXIf chunk may follow its pixels, and a

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from .errors import InvalidJob
 from .outputs import JOB_MAX_SIDE, OPERATIONS, SPEC_V1, OutputSpec, SpecError, apply_overrides
@@ -21,17 +22,17 @@ MAX_ID_BYTES = 200
 
 @dataclass(frozen=True)
 class Job:
-    fields: Dict[str, Any]  # every field, unknown ones included
+    fields: dict[str, Any]  # every field, unknown ones included
     job_id: str
     input_path: str
     output_dir: str
-    operations: Tuple[str, ...]
+    operations: tuple[str, ...]
     retry_count: int
-    spec: Dict[str, OutputSpec]  # the operator's defaults with the job's params applied
+    spec: dict[str, OutputSpec]  # the operator's defaults with the job's params applied
     # With allowed roots: (root, path below it) of the input and the output
     # directory, which the worker opens beneath the root (see confine.py).
-    input_at: Optional[Tuple[str, str]] = None
-    output_at: Optional[Tuple[str, str]] = None
+    input_at: tuple[str, str] | None = None
+    output_at: tuple[str, str] | None = None
 
 
 def _encodable(value: str) -> bool:
@@ -44,7 +45,7 @@ def _encodable(value: str) -> bool:
     return True
 
 
-def _checked_path(fields: Dict[str, Any], name: str, roots: Sequence[str]) -> Tuple[str, Optional[Tuple[str, str]]]:
+def _checked_path(fields: dict[str, Any], name: str, roots: Sequence[str]) -> tuple[str, tuple[str, str] | None]:
     value = fields.get(name)
     if not isinstance(value, str) or not value:
         raise InvalidJob(f"{name} must be a non-empty string")
@@ -66,9 +67,7 @@ def _checked_path(fields: Dict[str, Any], name: str, roots: Sequence[str]) -> Tu
     raise InvalidJob(f"{name} {value!r} is outside the allowed roots", reason="path-not-allowed")
 
 
-def parse_job(
-    raw: Union[str, bytes], allowed_roots: Sequence[str] = (), spec: Mapping[str, OutputSpec] = SPEC_V1
-) -> Job:
+def parse_job(raw: str | bytes, allowed_roots: Sequence[str] = (), spec: Mapping[str, OutputSpec] = SPEC_V1) -> Job:
     """Parse and validate one payload; raises InvalidJob naming the bad field.
 
     ``allowed_roots`` must be absolute, symlink-free paths (see
@@ -126,7 +125,7 @@ def parse_job(
     )
 
 
-def normalise_roots(roots: Sequence[str]) -> Tuple[str, ...]:
+def normalise_roots(roots: Sequence[str]) -> tuple[str, ...]:
     """Allowed roots as absolute, symlink-resolved paths."""
     out = []
     for root in roots:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
 
 # The seed server's raster image types (SVG, the seventh, is never rasterised).
-DEFAULT_FORMATS: Tuple[str, ...] = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
+DEFAULT_FORMATS: tuple[str, ...] = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
 
 
 @dataclass(frozen=True)
@@ -18,4 +17,4 @@ class Limits:
     max_input_bytes: int = 200 * 1024 * 1024
     max_pixels: int = 120_000_000  # checked from the header, before decoding
     max_frames: int = 2000  # animations: only the first frame is used, but all are scanned
-    formats: Tuple[str, ...] = DEFAULT_FORMATS  # names as decode.FORMAT_NAMES spells them
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # names as decode.FORMAT_NAMES spells them

@@ -12,8 +12,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, Tuple
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
@@ -26,10 +27,19 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         self.jobs = Counter("fastimg_jobs", "Job outcomes recorded by this process", ["outcome", "reason"], registry=r)
-        self.stage = Histogram("fastimg_stage_seconds", "Time per pipeline stage of one job", ["stage"], registry=r,
-                               buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-        self.job = Histogram("fastimg_job_seconds", "Time from taking a job to recording its outcome", registry=r,
-                             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.stage = Histogram(
+            "fastimg_stage_seconds",
+            "Time per pipeline stage of one job",
+            ["stage"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.job = Histogram(
+            "fastimg_job_seconds",
+            "Time from taking a job to recording its outcome",
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
         self.queue = Gauge("fastimg_queue_length", "Length of each queue list", ["queue"], registry=r)
         self.in_flight = Gauge("fastimg_in_flight", "Jobs in flight, all workers", registry=r)
         self.busy = Gauge("fastimg_busy_slots", "Slots of this process working on a job", registry=r)
@@ -37,15 +47,18 @@ class Metrics:
         self.slot_restarts = Counter("fastimg_slot_restarts", "Slots restarted after dying unexpectedly", registry=r)
         self.live_workers = Gauge("fastimg_live_workers", "Worker slots with a live lease", registry=r)
         self.recovered = Counter("fastimg_recovered_jobs", "Jobs taken back from slots without a lease", registry=r)
-        self.redis_errors = Counter("fastimg_redis_errors", "Redis errors (each followed by a backoff and a reconnect)",
-                                    registry=r)
-        self.memory_budget = Gauge("fastimg_memory_budget_bytes", "Memory the jobs of this process may use at once",
-                                   registry=r)
-        self.memory_used = Gauge("fastimg_memory_admitted_bytes", "Estimated memory of the jobs admitted now",
-                                 registry=r)
+        self.redis_errors = Counter(
+            "fastimg_redis_errors", "Redis errors (each followed by a backoff and a reconnect)", registry=r
+        )
+        self.memory_budget = Gauge(
+            "fastimg_memory_budget_bytes", "Memory the jobs of this process may use at once", registry=r
+        )
+        self.memory_used = Gauge(
+            "fastimg_memory_admitted_bytes", "Estimated memory of the jobs admitted now", registry=r
+        )
         self.backend = Info("fastimg_backend", "Kernel backend in use", registry=r)
 
-    def observe_stages(self, timings_ms: Dict[str, float]) -> None:
+    def observe_stages(self, timings_ms: dict[str, float]) -> None:
         for stage in STAGES:
             if stage in timings_ms:
                 self.stage.labels(stage).observe(timings_ms[stage] / 1000)
@@ -54,7 +67,7 @@ class Metrics:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: Tuple[str, int], handler: Any) -> None:
+    def __init__(self, address: tuple[str, int], handler: Any) -> None:
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, handler)
@@ -82,12 +95,18 @@ class _Server(ThreadingHTTPServer):
 class HealthServer:
     """Serves the endpoints on a daemon thread."""
 
-    def __init__(self, port: int, metrics: Metrics, healthy: Callable[[], bool], ready: Callable[[], bool],
-                 host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int,
+        metrics: Metrics,
+        healthy: Callable[[], bool],
+        ready: Callable[[], bool],
+        host: str = "127.0.0.1",
+    ) -> None:
         class Handler(BaseHTTPRequestHandler):
             timeout = READ_TIMEOUT
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 if self.path == "/metrics":
                     body, code, ctype = generate_latest(metrics.registry), 200, CONTENT_TYPE_LATEST
                 elif self.path in ("/healthz", "/readyz"):

@@ -9,14 +9,15 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import List, Optional, Sequence, Tuple
+from typing import TextIO
 
-from .options import add_output_options, output_spec, positive_int
 from .errors import JobError
 from .jobs import parse_job
-from .outputs import OPERATIONS, SpecError
 from .limits import Limits
+from .options import add_output_options, output_spec, positive_int
+from .outputs import OPERATIONS, SpecError
 from .pipeline import Result, encoder_pool, process
 
 
@@ -28,12 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
         "<name> being the file name without its extension. Exits 1 when any file failed.",
     )
     p.add_argument("photos", nargs="+", metavar="PHOTO")
-    p.add_argument("-o", "--output-dir", default="processed", metavar="DIR",
-                   help="where outputs go (created if missing; default ./processed)")
-    p.add_argument("--ops", default=",".join(OPERATIONS),
-                   help=f"comma-separated operations (default {','.join(OPERATIONS)})")
-    p.add_argument("-j", "--jobs", type=positive_int, default=os.cpu_count() or 1,
-                   help="files processed at once (default: the number of CPUs)")
+    p.add_argument(
+        "-o",
+        "--output-dir",
+        default="processed",
+        metavar="DIR",
+        help="where outputs go (created if missing; default ./processed)",
+    )
+    p.add_argument(
+        "--ops", default=",".join(OPERATIONS), help=f"comma-separated operations (default {','.join(OPERATIONS)})"
+    )
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="files processed at once (default: the number of CPUs)",
+    )
     p.add_argument("--max-input-bytes", type=positive_int, default=Limits.max_input_bytes, metavar="N")
     p.add_argument("--max-pixels", type=positive_int, default=Limits.max_pixels, metavar="N")
     add_output_options(p)
@@ -43,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Progress:
     """A one-line bar on a terminal; silent otherwise."""
 
-    def __init__(self, total: int, stream=sys.stderr) -> None:
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
         self.total, self.done, self.stream = total, 0, stream
         self.enabled = total > 1 and stream.isatty()
         self.lock = threading.Lock()
@@ -67,7 +79,7 @@ def _human(n: float) -> str:
     return f"{n} B"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     ops = [op.strip() for op in args.ops.split(",") if op.strip()]
     unknown = [op for op in ops if op not in OPERATIONS]
@@ -99,7 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     progress = Progress(len(args.photos))
     for _ in failures:
         progress.step()
-    results: List[Tuple[str, Result]] = []
+    results: list[tuple[str, Result]] = []
     started = time.perf_counter()
 
     def run(photo, job):
@@ -109,8 +121,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return photo, None, e
         except Exception as e:  # noqa: BLE001 - a bug: this file fails, the batch goes on
             where = traceback.extract_tb(e.__traceback__)[-1]
-            return photo, None, JobError("internal-error", f"{type(e).__name__}: {e} "
-                                         f"(at {os.path.basename(where.filename)}:{where.lineno})")
+            return (
+                photo,
+                None,
+                JobError(
+                    "internal-error", f"{type(e).__name__}: {e} (at {os.path.basename(where.filename)}:{where.lineno})"
+                ),
+            )
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool, encoder_pool() as encoders:
         for fut in as_completed([pool.submit(run, photo, job) for photo, job in jobs]):
@@ -123,8 +140,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     elapsed = time.perf_counter() - started
 
     outputs = [o for _, r in results for o in r.outputs]
-    print(f"{len(args.photos)} files in {elapsed:.2f}s: {len(results)} ok, {len(failures)} failed; "
-          f"{len(outputs)} outputs, {_human(sum(o.bytes for o in outputs))} in {out_dir}")
+    print(
+        f"{len(args.photos)} files in {elapsed:.2f}s: {len(results)} ok, {len(failures)} failed; "
+        f"{len(outputs)} outputs, {_human(sum(o.bytes for o in outputs))} in {out_dir}"
+    )
     for op in ops:
         made = [o for o in outputs if o.operation == op]
         if made:

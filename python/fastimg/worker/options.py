@@ -8,7 +8,7 @@ import argparse
 import json
 import math
 import socket
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from collections.abc import Callable, Mapping
 from urllib.parse import quote, urlsplit
 
 import redis
@@ -59,7 +59,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-def input_formats(text: str) -> Tuple[str, ...]:
+def input_formats(text: str) -> tuple[str, ...]:
     from .decode import parse_formats
 
     try:
@@ -70,20 +70,37 @@ def input_formats(text: str) -> Tuple[str, ...]:
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
     """Options that change what is made, shared by the worker and `process`."""
-    p.add_argument("--input-formats", type=input_formats, default=Limits.formats, metavar="LIST",
-                   help=f"accept inputs in these formats, comma-separated (default {','.join(Limits.formats)}; "
-                        "docs/outputs.md); others fail with unsupported-format before any decoder reads them")
-    p.add_argument("--max-frames", type=positive_int, default=Limits.max_frames, metavar="N",
-                   help=f"refuse animations with more frames as too-large (default {Limits.max_frames})")
-    p.add_argument("--config", metavar="FILE",
-                   help='JSON file: {"outputs": {OPERATION: {FIELD: VALUE}}}, the same fields as a '
-                        "job's params; changes the defaults of output spec v1")
-    p.add_argument("--output", action="append", default=[], metavar="OP.FIELD=VALUE",
-                   help="change one default, e.g. thumbnail.quality=75 or blur.sigma=8 (repeatable; "
-                        "applied after --config)")
+    p.add_argument(
+        "--input-formats",
+        type=input_formats,
+        default=Limits.formats,
+        metavar="LIST",
+        help=f"accept inputs in these formats, comma-separated (default {','.join(Limits.formats)}; "
+        "docs/outputs.md); others fail with unsupported-format before any decoder reads them",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=positive_int,
+        default=Limits.max_frames,
+        metavar="N",
+        help=f"refuse animations with more frames as too-large (default {Limits.max_frames})",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help='JSON file: {"outputs": {OPERATION: {FIELD: VALUE}}}, the same fields as a '
+        "job's params; changes the defaults of output spec v1",
+    )
+    p.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="OP.FIELD=VALUE",
+        help="change one default, e.g. thumbnail.quality=75 or blur.sigma=8 (repeatable; applied after --config)",
+    )
 
 
-def output_spec(args: argparse.Namespace) -> Dict[str, OutputSpec]:
+def output_spec(args: argparse.Namespace) -> dict[str, OutputSpec]:
     """Output spec v1 with the --config file and --output flags applied."""
     spec = dict(SPEC_V1)
     if args.config:
@@ -100,7 +117,7 @@ def output_spec(args: argparse.Namespace) -> Dict[str, OutputSpec]:
     return spec
 
 
-def redis_url(addr: Optional[str], db: Optional[int], env: Mapping[str, str]) -> str:
+def redis_url(addr: str | None, db: int | None, env: Mapping[str, str]) -> str:
     """The connection URL from flags and environment (flags first)."""
     if addr and "://" in addr:
         url = addr
@@ -152,7 +169,7 @@ def connector(url: str, block_timeout: float) -> Callable[[], redis.Redis]:
     return connect
 
 
-def configuration_problem(conn: redis.Redis) -> Optional[str]:
+def configuration_problem(conn: redis.Redis) -> str | None:
     """What is wrong with the Redis settings, or None. Outages (refused,
     timed out) are not configuration errors: they are waited out."""
     try:
@@ -166,9 +183,12 @@ def configuration_problem(conn: redis.Redis) -> Optional[str]:
         # times out, as it would with a server that is down: ask in plain text.
         pool = conn.connection_pool
         if issubclass(pool.connection_class, redis.SSLConnection) and _answers_plain_text(
-                pool.connection_kwargs.get("host", "localhost"), pool.connection_kwargs.get("port", 6379)):
-            return (f"TLS connection failed ({e}), and the server answers in plain text: "
-                    "use a redis:// URL, or enable TLS on the server")
+            pool.connection_kwargs.get("host", "localhost"), pool.connection_kwargs.get("port", 6379)
+        ):
+            return (
+                f"TLS connection failed ({e}), and the server answers in plain text: "
+                "use a redis:// URL, or enable TLS on the server"
+            )
     except redis.RedisError:
         pass
     return None

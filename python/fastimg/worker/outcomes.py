@@ -7,16 +7,32 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from .errors import JobError
 from .jobs import Job
 from .wire import StrictJSONError, loads, now_ms
 
 # Fields the worker adds to a job's own; requeue-failed removes them again.
-RECORD_FIELDS = ("status", "error", "reason", "attempts", "worker", "failedAt", "lastError", "lastReason",
-                 "nextAttemptAt", "outputs", "timings", "completedAt", "inputBytes", "resourceRetries",
-                 "raw", "rawBytes", "rawSha256")
+RECORD_FIELDS = (
+    "status",
+    "error",
+    "reason",
+    "attempts",
+    "worker",
+    "failedAt",
+    "lastError",
+    "lastReason",
+    "nextAttemptAt",
+    "outputs",
+    "timings",
+    "completedAt",
+    "inputBytes",
+    "resourceRetries",
+    "raw",
+    "rawBytes",
+    "rawSha256",
+)
 
 # Of a payload that is not a job, at most this much is kept in its record
 # (escaped), with its length and hash: enough to find and read it, never a
@@ -44,16 +60,22 @@ class Outcome:
     ``record`` is what lands there; ``due_ms`` is set for a retry."""
 
     list: str
-    record: Dict[str, Any]
+    record: dict[str, Any]
     message: str  # the log line's text, without the slot's name
-    due_ms: Optional[int] = None
+    due_ms: int | None = None
 
 
-def done(job: Job, outputs: List[Dict[str, Any]], timings: Dict[str, float], input_bytes: int,
-         worker: str) -> Outcome:
+def done(job: Job, outputs: list[dict[str, Any]], timings: dict[str, float], input_bytes: int, worker: str) -> Outcome:
     record = dict(job.fields)
-    record.update(status="done", outputs=outputs, timings=timings, inputBytes=input_bytes, worker=worker,
-                  attempts=job.retry_count + 1, completedAt=now_ms())
+    record.update(
+        status="done",
+        outputs=outputs,
+        timings=timings,
+        inputBytes=input_bytes,
+        worker=worker,
+        attempts=job.retry_count + 1,
+        completedAt=now_ms(),
+    )
     return Outcome("done", record, f"Job {job.job_id} completed successfully in {timings.get('total', 0):.0f}ms")
 
 
@@ -79,12 +101,13 @@ def after_error(job: Job, error: JobError, worker: str, policy: Policy) -> Outco
         return Outcome("retry", payload, f"Job {job.job_id} failed ({error.reason}: {error}); {what}", due)
     why = "permanently" if not error.retry else f"after {attempt} attempts"
     record = dict(job.fields)
-    record.update(status="failed", error=str(error), reason=error.reason, attempts=attempt, worker=worker,
-                  failedAt=now_ms())
+    record.update(
+        status="failed", error=str(error), reason=error.reason, attempts=attempt, worker=worker, failedAt=now_ms()
+    )
     return Outcome("failed", record, f"Job {job.job_id} failed {why} ({error.reason}): {error}")
 
 
-def _raw_fields(raw: bytes) -> Dict[str, Any]:
+def _raw_fields(raw: bytes) -> dict[str, Any]:
     """The payload's own fields when it is a small JSON object, else the
     payload itself, escaped and capped, with its length and hash."""
     if len(raw) <= RAW_KEEP:
@@ -94,15 +117,17 @@ def _raw_fields(raw: bytes) -> Dict[str, Any]:
             parsed = None
         if isinstance(parsed, dict):
             return parsed
-    return {"raw": raw[:RAW_KEEP].decode("utf-8", "backslashreplace"), "rawBytes": len(raw),
-            "rawSha256": hashlib.sha256(raw).hexdigest()}
+    return {
+        "raw": raw[:RAW_KEEP].decode("utf-8", "backslashreplace"),
+        "rawBytes": len(raw),
+        "rawSha256": hashlib.sha256(raw).hexdigest(),
+    }
 
 
 def invalid(raw: bytes, error: JobError, worker: str) -> Outcome:
     """A payload that is not a job we accept: straight to image:failed."""
     record = _raw_fields(raw)
-    record.update(status="failed", error=str(error), reason=error.reason, attempts=1, worker=worker,
-                  failedAt=now_ms())
+    record.update(status="failed", error=str(error), reason=error.reason, attempts=1, worker=worker, failedAt=now_ms())
     return Outcome("failed", record, f"Invalid job moved to image:failed ({error.reason}): {error}")
 
 
@@ -128,9 +153,15 @@ def recovered(raw: bytes, dead: str, max_retries: int) -> Outcome:
     attempts = (count if isinstance(count, int) and not isinstance(count, bool) else 0) + 1
     job_id = fields.get("jobId")
     if attempts > max_retries:
-        fields.update(status="failed", reason="worker-died", attempts=attempts, worker=dead, failedAt=now_ms(),
-                      error=f"the job was in flight on a worker that died, {attempts} times "
-                            f"(max retries {max_retries}): it may crash workers")
+        fields.update(
+            status="failed",
+            reason="worker-died",
+            attempts=attempts,
+            worker=dead,
+            failedAt=now_ms(),
+            error=f"the job was in flight on a worker that died, {attempts} times "
+            f"(max retries {max_retries}): it may crash workers",
+        )
         return Outcome("failed", fields, f"Job {job_id} from dead worker {dead} failed after {attempts} attempts")
     fields.update(retryCount=attempts, lastError="worker died while processing", lastReason="worker-died")
     return Outcome("retry", fields, f"Recovered job {job_id} from dead worker {dead}")

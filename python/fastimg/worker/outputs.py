@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping
+from typing import Any
 
 OPERATIONS = ("thumbnail", "blur", "low-quality")
 
@@ -24,7 +25,7 @@ class OutputSpec:
     dither: bool = False  # ordered dithering when quantising
 
 
-SPEC_V1: Dict[str, OutputSpec] = {
+SPEC_V1: dict[str, OutputSpec] = {
     "thumbnail": OutputSpec(width=320, height=320, quality=80),
     "blur": OutputSpec(width=640, height=640, quality=70, sigma_fraction=0.02),
     "low-quality": OutputSpec(width=1280, height=1280, quality=30, levels=32),
@@ -77,7 +78,7 @@ def _value(where: str, name: str, value: Any, max_side: int) -> Any:
 
 def apply_overrides(
     spec: Mapping[str, OutputSpec], overrides: Any, where: str = "params", max_side: int = MAX_SIDE
-) -> Dict[str, OutputSpec]:
+) -> dict[str, OutputSpec]:
     """``spec`` with ``overrides`` ({operation: {field: value}}) applied, after
     checking them; ``width`` and ``height`` at most ``max_side``."""
     if not isinstance(overrides, Mapping):
@@ -99,7 +100,7 @@ def apply_overrides(
     return out
 
 
-def parse_assignment(text: str) -> Dict[str, Dict[str, Any]]:
+def parse_assignment(text: str) -> dict[str, dict[str, Any]]:
     """``thumbnail.quality=75`` as an override mapping, for the ``--output`` flag."""
     key, sep, raw = text.partition("=")
     op, dot, name = key.partition(".")

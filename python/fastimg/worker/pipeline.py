@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Dict, List, Optional
+from typing import Any
 
 from .admission import Budget, estimate
 from .decode import decode, header
@@ -21,17 +22,17 @@ from .read import read_input
 from .render import render_each
 from .write import Output, Writer, encode_and_write
 
+
 @dataclass
 class Result:
-    outputs: List[Output] = field(default_factory=list)
-    timings_ms: Dict[str, float] = field(default_factory=dict)
+    outputs: list[Output] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
     input_bytes: int = 0
-
 
 
 class _Clock:
     def __init__(self) -> None:
-        self.timings: Dict[str, float] = {}
+        self.timings: dict[str, float] = {}
         self._t = time.perf_counter()
 
     def add(self, stage: str, ms: float) -> None:
@@ -56,7 +57,7 @@ class _Inline(Executor):
         fut: Future = Future()
         try:
             fut.set_result(fn(*args, **kwargs))
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
             fut.set_exception(e)
         return fut
 
@@ -67,12 +68,12 @@ _INLINE = _Inline()
 def process(
     job: Job,
     limits: Limits = Limits(),
-    log: Optional[Callable[[str], None]] = None,
-    on_output: Optional[Callable[[str], None]] = None,
-    encoders: Optional[Executor] = None,
-    writer: Optional[Writer] = None,
-    budget: Optional[Budget] = None,
-    still_ours: Optional[Callable[[], bool]] = None,
+    log: Callable[[str], None] | None = None,
+    on_output: Callable[[str], None] | None = None,
+    encoders: Executor | None = None,
+    writer: Writer | None = None,
+    budget: Budget | None = None,
+    still_ours: Callable[[], bool] | None = None,
     remove_stale: bool = False,
 ) -> Result:
     """Make the outputs of ``job`` and put them in place together.
@@ -94,23 +95,46 @@ def process(
     specs = [job.spec[op] for op in job.operations]
     # An empty file is left to decode, which names it for what it most often is
     # (an upload still being written).
-    admitted: ContextManager[None] = nullcontext()
+    admitted: AbstractContextManager[None] = nullcontext()
     if budget is not None and data:
         admitted = budget.admit(estimate(header(data, limits), specs, len(data)), f"job {job.job_id}")
     try:
         with admitted:
             clock.lap("admit")
-            _make(job, data, limits, specs, say, on_output, encoders or _INLINE, writer or Writer(), still_ours,
-                  remove_stale, clock, result)
+            _make(
+                job,
+                data,
+                limits,
+                specs,
+                say,
+                on_output,
+                encoders or _INLINE,
+                writer or Writer(),
+                still_ours,
+                remove_stale,
+                clock,
+                result,
+            )
     except MemoryError:
         raise ResourceExhausted("out-of-memory", "out of memory while making the outputs") from None
     result.timings_ms = clock.timings
     return result
 
 
-def _make(job: Job, data: bytes, limits: Limits, specs: List[OutputSpec], say: Callable[[str], None],
-          on_output: Optional[Callable[[str], None]], encoders: Executor, writer: Writer,
-          still_ours: Optional[Callable[[], bool]], remove_stale: bool, clock: _Clock, result: Result) -> None:
+def _make(
+    job: Job,
+    data: bytes,
+    limits: Limits,
+    specs: list[OutputSpec],
+    say: Callable[[str], None],
+    on_output: Callable[[str], None] | None,
+    encoders: Executor,
+    writer: Writer,
+    still_ours: Callable[[], bool] | None,
+    remove_stale: bool,
+    clock: _Clock,
+    result: Result,
+) -> None:
     pixels = decode(data, specs, limits)
     del data
     clock.lap("decode")
@@ -119,7 +143,7 @@ def _make(job: Job, data: bytes, limits: Limits, specs: List[OutputSpec], say: C
         # (libwebp runs without the GIL), the largest first: with a second core
         # a job takes about as long as its largest encode plus what comes
         # before it, not the sum of its encodes.
-        futures: Dict[Future, str] = {}
+        futures: dict[Future, str] = {}
         try:
             for op, image in render_each(pixels, job.operations, job.spec):
                 futures[encoders.submit(encode_and_write, out, op, image, job.spec[op])] = op
@@ -128,7 +152,7 @@ def _make(job: Job, data: bytes, limits: Limits, specs: List[OutputSpec], say: C
             raise
         del pixels
         clock.lap("kernels")
-        made: Dict[str, Output] = {}
+        made: dict[str, Output] = {}
         try:
             for fut in as_completed(futures):
                 output, encode_ms, write_ms = fut.result()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, List, Optional, cast
+from typing import Any, cast
 
 import redis
 
@@ -112,38 +112,44 @@ class Queue:
         self._owns = conn.register_script(_OWNS)
 
     # -- a worker slot's own job -------------------------------------------
-    def take(self, worker_id: str, timeout: float) -> Optional[bytes]:
+    def take(self, worker_id: str, timeout: float) -> bytes | None:
         """The oldest pending job, moved into this slot's in-flight list; None on timeout.
 
         If the connection drops after Redis moved the job but before the reply
         arrives, the job is in the list and this raises: the slot then reads
         its list (:meth:`held`) before taking anything else."""
-        return cast(Optional[bytes], self.conn.blmove(keys.JOBS, keys.processing(worker_id), timeout, "LEFT", "RIGHT"))  # type: ignore[arg-type]  # a float timeout is valid
+        return cast(bytes | None, self.conn.blmove(keys.JOBS, keys.processing(worker_id), timeout, "LEFT", "RIGHT"))  # type: ignore[arg-type]  # a float timeout is valid
 
-    def held(self, worker_id: str) -> List[bytes]:
-        return cast(List[bytes], self.conn.lrange(keys.processing(worker_id), 0, -1))
+    def held(self, worker_id: str) -> list[bytes]:
+        return cast(list[bytes], self.conn.lrange(keys.processing(worker_id), 0, -1))
 
     def owns(self, worker_id: str, raw: bytes, ttl_ms: int) -> bool:
         """The job is still in this slot's in-flight list (nobody took it over
         after a lapsed lease), and the lease is renewed for ``ttl_ms``."""
-        return bool(self._owns(keys=[keys.processing(worker_id), keys.heartbeat(worker_id)],
-                               args=[raw, ttl_ms, now_ms()]))
+        return bool(
+            self._owns(keys=[keys.processing(worker_id), keys.heartbeat(worker_id)], args=[raw, ttl_ms, now_ms()])
+        )
 
-    def _record(self, worker_id: str, raw: bytes, target: str, record: Dict[str, Any], cap: int,
-                due: str, token: str) -> Finish:
-        return int(self._finish(keys=[keys.processing(worker_id), target, keys.RETRY_DUE, keys.last_outcome(worker_id)],
-                                args=[raw, dumps(record), cap, due, token, 24 * 3600 * 1000]))
+    def _record(
+        self, worker_id: str, raw: bytes, target: str, record: dict[str, Any], cap: int, due: str, token: str
+    ) -> Finish:
+        return int(
+            self._finish(
+                keys=[keys.processing(worker_id), target, keys.RETRY_DUE, keys.last_outcome(worker_id)],
+                args=[raw, dumps(record), cap, due, token, 24 * 3600 * 1000],
+            )
+        )
 
-    def done(self, worker_id: str, raw: bytes, record: Dict[str, Any], token: str = "") -> Finish:
+    def done(self, worker_id: str, raw: bytes, record: dict[str, Any], token: str = "") -> Finish:
         return self._record(worker_id, raw, keys.DONE, record, self.done_cap, "", token)
 
-    def failed(self, worker_id: str, raw: bytes, record: Dict[str, Any], token: str = "") -> Finish:
+    def failed(self, worker_id: str, raw: bytes, record: dict[str, Any], token: str = "") -> Finish:
         return self._record(worker_id, raw, keys.FAILED, record, self.failed_cap, "", token)
 
-    def retry(self, worker_id: str, raw: bytes, payload: Dict[str, Any], due_ms: int, token: str = "") -> Finish:
+    def retry(self, worker_id: str, raw: bytes, payload: dict[str, Any], due_ms: int, token: str = "") -> Finish:
         return self._record(worker_id, raw, keys.RETRY, payload, 0, str(due_ms), token)
 
-    def give_back(self, worker_id: str) -> List[bytes]:
+    def give_back(self, worker_id: str) -> list[bytes]:
         """Put the jobs this slot holds back at the head of image:jobs, unchanged;
         returns them."""
         moved = []
@@ -152,7 +158,7 @@ class Queue:
         return moved
 
     # -- leases ----------------------------------------------------------
-    def beat(self, worker_ids: List[str], ttl_ms: int) -> None:
+    def beat(self, worker_ids: list[str], ttl_ms: int) -> None:
         """Renew the slots' leases and (re-)register them. Registering on every
         beat matters after Redis lost its data: a slot missing from
         image:workers would never have its jobs recovered if it died."""
@@ -162,7 +168,7 @@ class Queue:
         pipe.sadd(keys.WORKERS, *worker_ids)
         pipe.execute()
 
-    def unregister(self, worker_ids: List[str]) -> None:
+    def unregister(self, worker_ids: list[str]) -> None:
         pipe = self.conn.pipeline(transaction=True)
         for wid in worker_ids:
             pipe.delete(keys.heartbeat(wid))
@@ -173,19 +179,19 @@ class Queue:
     def promote_due(self, limit: int = 100) -> int:
         return int(self._promote(keys=[keys.RETRY, keys.RETRY_DUE, keys.JOBS], args=[now_ms(), limit]))
 
-    def _without_lease(self, ids: List[str]) -> List[str]:
+    def _without_lease(self, ids: list[str]) -> list[str]:
         if not ids:
             return []
         pipe = self.conn.pipeline(transaction=False)
         for wid in ids:
             pipe.exists(keys.heartbeat(wid))
-        return [wid for wid, alive in zip(ids, pipe.execute()) if not alive]
+        return [wid for wid, alive in zip(ids, pipe.execute(), strict=True) if not alive]
 
-    def dead_workers(self) -> List[str]:
+    def dead_workers(self) -> list[str]:
         """Registered slots whose lease has lapsed."""
         return self._without_lease(sorted(text(x) for x in self.conn.smembers(keys.WORKERS)))
 
-    def orphaned_slots(self) -> List[str]:
+    def orphaned_slots(self) -> list[str]:
         """Slots, registered or not, with an in-flight list and no lease: what a
         slot left behind when Redis lost the registry, or a list that a lost
         reply filled after its process had stopped. Scans the keyspace, so it
@@ -197,19 +203,24 @@ class Queue:
     def recover(self, dead_id: str, raw: bytes, payload: str, to_failed: bool) -> int:
         """Move one held job of a slot without a lease: 1 moved, 0 gone already, -1 lease alive."""
         target = keys.FAILED if to_failed else keys.JOBS
-        return int(self._recover(keys=[keys.heartbeat(dead_id), keys.processing(dead_id), target],
-                                 args=[raw, payload, "failed" if to_failed else "jobs", self.failed_cap]))
+        return int(
+            self._recover(
+                keys=[keys.heartbeat(dead_id), keys.processing(dead_id), target],
+                args=[raw, payload, "failed" if to_failed else "jobs", self.failed_cap],
+            )
+        )
 
     def retire(self, dead_id: str) -> bool:
-        return bool(self._retire(keys=[keys.heartbeat(dead_id), keys.processing(dead_id), keys.WORKERS],
-                                 args=[dead_id]))
+        return bool(
+            self._retire(keys=[keys.heartbeat(dead_id), keys.processing(dead_id), keys.WORKERS], args=[dead_id])
+        )
 
     # -- operator tools --------------------------------------------------------
-    def requeue(self, record: bytes | str, job: Dict[str, Any]) -> bool:
+    def requeue(self, record: bytes | str, job: dict[str, Any]) -> bool:
         """Move one failed record back to image:jobs as ``job``; False if it was gone."""
         return bool(self._requeue(keys=[keys.FAILED, keys.JOBS], args=[record, dumps(job)]))
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         """Lengths, jobs in flight, live workers and the oldest pending job's age."""
         conn = self.conn
         pipe = conn.pipeline(transaction=False)
@@ -220,7 +231,7 @@ class Queue:
         jobs, retry, done, failed, oldest, workers = pipe.execute()
         in_flight = sum(conn.llen(k) for k in conn.scan_iter(match=keys.processing("*"), count=500))
         live = len(workers) - len(self._without_lease([text(w) for w in workers]))
-        age: Optional[float] = None
+        age: float | None = None
         if oldest is not None:
             try:
                 ts = json.loads(oldest).get("timestamp")
@@ -228,5 +239,13 @@ class Queue:
                     age = round(time.time() - ts / 1000, 1)
             except (ValueError, AttributeError, RecursionError):
                 pass
-        return {"jobs": jobs, "retry": retry, "done": done, "failed": failed, "inFlight": in_flight,
-                "liveWorkers": live, "registeredWorkers": len(workers), "oldestPendingAgeSeconds": age}
+        return {
+            "jobs": jobs,
+            "retry": retry,
+            "done": done,
+            "failed": failed,
+            "inFlight": in_flight,
+            "liveWorkers": live,
+            "registeredWorkers": len(workers),
+            "oldestPendingAgeSeconds": age,
+        }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Optional, Tuple
 
 from .confine import open_beneath
 from .errors import PermanentError, TransientError, io_error
@@ -14,7 +13,7 @@ from .limits import Limits
 _FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def read_input(path: str, limits: Limits, at: Optional[Tuple[str, str]] = None) -> bytes:
+def read_input(path: str, limits: Limits, at: tuple[str, str] | None = None) -> bytes:
     """The bytes of the input at ``path``; with ``at`` = (root, path below it),
     opened so that it cannot resolve outside the root."""
     try:

@@ -3,7 +3,7 @@ forgotten by the registry, lists filled by a reply that never arrived."""
 
 from __future__ import annotations
 
-from typing import Callable, Collection, Dict, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from . import outcomes
 from .jobs import parse_job
@@ -12,13 +12,19 @@ from .wire import dumps
 from .write import remove_stale_temps
 
 
-def recover(queue: Queue, own: Collection[str], max_retries: int, say: Callable[[str], None],
-            scan_all: bool, allowed_roots: Sequence[str] = ()) -> int:
+def recover(
+    queue: Queue,
+    own: Collection[str],
+    max_retries: int,
+    say: Callable[[str], None],
+    scan_all: bool,
+    allowed_roots: Sequence[str] = (),
+) -> int:
     """Recover every job held by a slot without a lease: registered slots
     always, and with ``scan_all`` every in-flight list in Redis. Each job's
     attempt counts; past ``max_retries`` it fails as ``worker-died``, and the
     temporary files its last attempt left are removed. Returns the jobs moved."""
-    candidates: Dict[str, None] = dict.fromkeys(queue.dead_workers())
+    candidates: dict[str, None] = dict.fromkeys(queue.dead_workers())
     if scan_all:
         candidates.update(dict.fromkeys(queue.orphaned_slots()))
     moved = 0

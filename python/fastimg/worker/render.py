@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Mapping, Sequence, Tuple
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -12,16 +12,15 @@ from .errors import ResourceExhausted, TransientError
 from .outputs import OutputSpec
 
 
-def fit_inside(width: int, height: int, box_w: int, box_h: int) -> Tuple[int, int]:
+def fit_inside(width: int, height: int, box_w: int, box_h: int) -> tuple[int, int]:
     """Size that fits inside box_w x box_h, aspect kept, never upscaled."""
     scale = min(1.0, box_w / width, box_h / height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-
 def render_each(
     pixels: np.ndarray, operations: Sequence[str], spec: Mapping[str, OutputSpec]
-) -> Iterator[Tuple[str, np.ndarray]]:
+) -> Iterator[tuple[str, np.ndarray]]:
     """(operation, output pixels) for each operation, largest output first, as
     each is ready, from one upload of ``pixels`` to the kernel backend.
 
@@ -55,6 +54,6 @@ def render_each(
         raise TransientError("gpu-error", str(e)) from None
 
 
-def render(pixels: np.ndarray, operations: Sequence[str], spec: Mapping[str, OutputSpec]) -> Dict[str, np.ndarray]:
+def render(pixels: np.ndarray, operations: Sequence[str], spec: Mapping[str, OutputSpec]) -> dict[str, np.ndarray]:
     """The outputs of each operation (see render_each)."""
     return dict(render_each(pixels, operations, spec))

@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 IMAGE_TYPES = ("jpeg", "png", "gif", "webp", "bmp", "tiff", "svg")  # the seed server's image MIME types
 
 
-def detect_image_type(head: bytes) -> Optional[str]:
+def detect_image_type(head: bytes) -> str | None:
     """The seed's image type of a file from its first bytes (at least 512 for SVG), or None."""
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
@@ -31,7 +29,7 @@ def detect_image_type(head: bytes) -> Optional[str]:
 # Other formats an upload may be in, by signature (offset, bytes), so that a
 # refusal can name what it refused. Names are Pillow's format names in lower
 # case where Pillow has the format.
-_SIGNATURES: Tuple[Tuple[int, bytes, str], ...] = (
+_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", "jpeg2000"),
     (0, b"\xffO\xffQ", "jpeg2000"),
     (0, b"\xff\x0a", "jxl"),
@@ -70,11 +68,20 @@ _SIGNATURES: Tuple[Tuple[int, bytes, str], ...] = (
     (4, b"\x12\xaf", "fli"),
 )
 # ISO base media files (HEIF family) by their major brand.
-_BRANDS = {b"avif": "avif", b"avis": "avif", b"heic": "heif", b"heix": "heif", b"hevc": "heif",
-           b"mif1": "heif", b"msf1": "heif", b"crx ": "cr3", b"jxl ": "jxl"}
+_BRANDS = {
+    b"avif": "avif",
+    b"avis": "avif",
+    b"heic": "heif",
+    b"heix": "heif",
+    b"hevc": "heif",
+    b"mif1": "heif",
+    b"msf1": "heif",
+    b"crx ": "cr3",
+    b"jxl ": "jxl",
+}
 
 
-def identify(head: bytes) -> Optional[str]:
+def identify(head: bytes) -> str | None:
     """A name for the format of a file from its first bytes (the seed's types,
     then other formats by signature), or None when no signature matches."""
     kind = detect_image_type(head)
@@ -96,5 +103,9 @@ def identify(head: bytes) -> Optional[str]:
 
 
 # Every name identify() can return: formats outside this set have no signature.
-SIGNED_FORMATS = frozenset(IMAGE_TYPES) | {name for _, _, name in _SIGNATURES} | set(_BRANDS.values()) | {
-    "isobmff", "ppm", "pcx", "ico", "cur"}
+SIGNED_FORMATS = (
+    frozenset(IMAGE_TYPES)
+    | {name for _, _, name in _SIGNATURES}
+    | set(_BRANDS.values())
+    | {"isobmff", "ppm", "pcx", "ico", "cur"}
+)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict
+from typing import Any
 
 import redis
 from redis.client import Pipeline
@@ -25,7 +25,7 @@ def stage(pipe: Pipeline, job_id: str, state: str, **fields: Any) -> None:
     it: a producer sends them in the same transaction as its RPUSH, so no
     worker's update can come before ``queued``."""
     now = now_ms()
-    flat: Dict[str, str] = {"jobId": job_id, "state": state, "updatedAt": str(now)}
+    flat: dict[str, str] = {"jobId": job_id, "state": state, "updatedAt": str(now)}
     for k, v in fields.items():
         flat[k] = v if isinstance(v, str) else dumps(v)
     if state in ("queued", "processing"):
@@ -46,9 +46,9 @@ def publish(conn: redis.Redis, job_id: str, state: str, **fields: Any) -> None:
         log.warning("status update for %s (%s) not written: %s", job_id, state, e)
 
 
-def read(conn: redis.Redis, job_id: str) -> Dict[str, Any]:
+def read(conn: redis.Redis, job_id: str) -> dict[str, Any]:
     """The status hash of ``job_id`` with JSON fields decoded; {} when unknown or expired."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for k, v in conn.hgetall(keys.status(job_id)).items():
         key, value = text(k), text(v)
         try:

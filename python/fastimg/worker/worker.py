@@ -18,8 +18,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 import redis
 
@@ -46,7 +47,7 @@ class Config:
 
     workers: int = 4
     max_retries: int = 3
-    allowed_roots: Tuple[str, ...] = ()
+    allowed_roots: tuple[str, ...] = ()
     backoff_base: float = 1.0  # seconds before the first retry; doubles each time
     backoff_cap: float = 300.0
     heartbeat_ttl: float = 30.0  # lease; refreshed every third of it while the process lives
@@ -54,11 +55,11 @@ class Config:
     shutdown_timeout: float = 60.0  # after the first signal, before jobs in hand are put back
     done_cap: int = 10_000
     failed_cap: int = 10_000
-    spec: Dict[str, OutputSpec] = field(default_factory=lambda: dict(SPEC_V1))
+    spec: dict[str, OutputSpec] = field(default_factory=lambda: dict(SPEC_V1))
     limits: Limits = field(default_factory=Limits)
-    metrics_port: Optional[int] = None  # serve /metrics, /healthz and /readyz here (0: any free port)
+    metrics_port: int | None = None  # serve /metrics, /healthz and /readyz here (0: any free port)
     metrics_host: str = "127.0.0.1"
-    memory_budget: Optional[int] = None  # bytes for all jobs at once; None: from the cgroup or free memory
+    memory_budget: int | None = None  # bytes for all jobs at once; None: from the cgroup or free memory
     durable: bool = True  # fsync outputs and their directory before a job counts as done
     orphan_scan_interval: float = 30.0  # seconds between scans for in-flight lists nobody registered
 
@@ -86,7 +87,7 @@ def _job_id(raw: bytes) -> str:
     start = raw.find(b'"jobId"')
     if start < 0:
         return "(no jobId)"
-    value = raw[start + 7: start + 7 + 240].split(b'"')
+    value = raw[start + 7 : start + 7 + 240].split(b'"')
     return value[1].decode("utf-8", "backslashreplace") if len(value) > 2 else "(no jobId)"
 
 
@@ -100,14 +101,14 @@ class Worker:
         self.ids = [f"{socket.gethostname()}-{os.getpid()}-{token}-{i}" for i in range(config.workers)]
         self.stopping = threading.Event()  # first signal: take no new jobs
         self.hard_stop = threading.Event()  # second signal, or shutdown timeout
-        self._threads: List[Optional[threading.Thread]] = [None] * config.workers
+        self._threads: list[threading.Thread | None] = [None] * config.workers
         self._taking = [False] * config.workers  # in a blocking read: may still receive a job
         self.metrics = Metrics()
         self.encoders = encoder_pool()
         self.writer = Writer(durable=config.durable)
         self.budget = Budget(config.memory_budget or default_budget())
         self.policy = outcomes.Policy(config.max_retries, config.backoff_base, config.backoff_cap)
-        self.health: Optional[HealthServer] = None
+        self.health: HealthServer | None = None
         self.registered = False
         self._backend_line = ""  # the [MAIN] Kernels: line last logged
         self._backend_lock = threading.Lock()
@@ -117,7 +118,7 @@ class Worker:
     def _slot(self, index: int) -> None:
         try:
             self._slot_loop(index)
-        except Exception:  # noqa: BLE001 - logged here; the main thread restarts the slot
+        except Exception:
             log.exception("[WORKER-%d] Slot stopped by an unexpected error", index)
 
     def _slot_loop(self, index: int) -> None:
@@ -171,7 +172,7 @@ class Worker:
             self._handle(name, wid, queue, raw, token)
         except (Stopped, InterruptedError):
             pass  # hard stop: the main thread puts the job back
-        except Exception as e:  # noqa: BLE001 - the wall: one job must never take its slot down
+        except Exception as e:
             log.exception("[%s] Unexpected error while handling job %s", name, _job_id(raw))
             error = JobError("internal-error", f"{type(e).__name__}: {e}"[:2000])
             self._record(name, wid, queue, raw, outcomes.unhandled(raw, error, wid), token, publish=False)
@@ -186,7 +187,7 @@ class Worker:
         _say(name, f"Processing job {job.job_id} with operations: [{' '.join(job.operations)}]")
         state = {"operations": list(job.operations), "attempt": job.retry_count + 1, "worker": wid}
         status.publish(queue.conn, job.job_id, "processing", completed=[], **state)
-        made: List[str] = []
+        made: list[str] = []
 
         def progress(op: str) -> None:
             made.append(op)
@@ -194,12 +195,23 @@ class Worker:
 
         retried = "lastReason" in job.fields
         try:
-            result = process(job, self.config.limits, log=lambda m: _say(name, m), on_output=progress,
-                             encoders=self.encoders, writer=self.writer, budget=self.budget,
-                             still_ours=lambda: self._still_ours(queue, wid, raw), remove_stale=retried)
+            result = process(
+                job,
+                self.config.limits,
+                log=lambda m: _say(name, m),
+                on_output=progress,
+                encoders=self.encoders,
+                writer=self.writer,
+                budget=self.budget,
+                still_ours=lambda: self._still_ours(queue, wid, raw),
+                remove_stale=retried,
+            )
         except Superseded:
-            _say(name, f"Job {job.job_id} was taken over by another worker while this slot's lease had "
-                       "lapsed; its outputs were discarded")
+            _say(
+                name,
+                f"Job {job.job_id} was taken over by another worker while this slot's lease had "
+                "lapsed; its outputs were discarded",
+            )
             return
         except (Stopped, InterruptedError):
             raise
@@ -209,7 +221,7 @@ class Worker:
                 remove_stale_temps(job)  # a killed attempt's, which this one never reached
             self._record(name, wid, queue, raw, outcome, token)
             return
-        except Exception as e:  # noqa: BLE001 - a bug in processing: the job is retried, the slot goes on
+        except Exception as e:
             log.exception("[%s] Unexpected error in job %s", name, job.job_id)
             error = JobError("internal-error", f"{type(e).__name__}: {e}")
             error.retry = True
@@ -232,8 +244,9 @@ class Worker:
                 self.hard_stop.wait(backoff.next())
         raise Stopped()
 
-    def _record(self, name: str, wid: str, queue: Queue, raw: bytes, outcome: outcomes.Outcome, token: str,
-                publish: bool = True) -> bool:
+    def _record(
+        self, name: str, wid: str, queue: Queue, raw: bytes, outcome: outcomes.Outcome, token: str, publish: bool = True
+    ) -> bool:
         """Record an outcome, waiting out Redis outages: the job stays in flight
         meanwhile, so giving up would only delay it, never lose it. ``publish``
         updates the job's status (not for payloads that were not jobs)."""
@@ -256,19 +269,26 @@ class Worker:
         else:
             return False
         if result == GONE:
-            _say(name, f"Job {job_id} was no longer in this slot's in-flight list (its lease had lapsed and "
-                       f"another worker took it over); this attempt's outcome ({outcome.list}) was not recorded")
+            _say(
+                name,
+                f"Job {job_id} was no longer in this slot's in-flight list (its lease had lapsed and "
+                f"another worker took it over); this attempt's outcome ({outcome.list}) was not recorded",
+            )
             return False
         _say(name, outcome.message)
         reason = str(outcome.record.get("reason", outcome.record.get("lastReason", "")))
         self.metrics.jobs.labels(outcome.list, "" if outcome.list == "done" else reason).inc()
         if publish and isinstance(job_id, str):
-            extra: Dict[str, Any] = {}
+            extra: dict[str, Any] = {}
             if outcome.list == "done":
                 extra = {"outputs": outcome.record["outputs"], "attempts": outcome.record["attempts"]}
             elif outcome.list == "retry":
-                extra = {"reason": reason, "error": outcome.record["lastError"],
-                         "attempt": outcome.record.get("retryCount", 0), "nextAttemptAt": outcome.due_ms}
+                extra = {
+                    "reason": reason,
+                    "error": outcome.record["lastError"],
+                    "attempt": outcome.record.get("retryCount", 0),
+                    "nextAttemptAt": outcome.due_ms,
+                }
             else:
                 extra = {"reason": reason, "error": outcome.record["error"], "attempts": outcome.record["attempts"]}
             status.publish(queue.conn, job_id, {"retry": "retrying"}.get(outcome.list, outcome.list), **extra)
@@ -284,15 +304,19 @@ class Worker:
                 return
             self._backend_line = line
         _say("MAIN", f"Kernels: {line}")
-        self.metrics.backend.info({"backend": info.default, "device": info.cuda_device or "",
-                                   "reason": info.cuda_reason or ""})
+        self.metrics.backend.info(
+            {"backend": info.default, "device": info.cuda_device or "", "reason": info.cuda_reason or ""}
+        )
 
     # -- the process -------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if not self.stopping.is_set():
             self.stopping.set()
-            _say("MAIN", f"Received {signal.Signals(signum).name}: finishing jobs in hand "
-                         f"(up to {self.config.shutdown_timeout:g}s); signal again to stop at once")
+            _say(
+                "MAIN",
+                f"Received {signal.Signals(signum).name}: finishing jobs in hand "
+                f"(up to {self.config.shutdown_timeout:g}s); signal again to stop at once",
+            )
         else:
             self.hard_stop.set()
             _say("MAIN", f"Received {signal.Signals(signum).name} again: putting jobs in hand back")
@@ -331,8 +355,7 @@ class Worker:
             return 2
         if cfg.metrics_port is not None:
             self.health = HealthServer(cfg.metrics_port, self.metrics, self.healthy, self.ready, cfg.metrics_host)
-            _say("MAIN", f"Metrics on {cfg.metrics_host}:{self.health.port}/metrics, "
-                         "health on /healthz and /readyz")
+            _say("MAIN", f"Metrics on {cfg.metrics_host}:{self.health.port}/metrics, health on /healthz and /readyz")
         ttl_ms = int(cfg.heartbeat_ttl * 1000)
         backoff = _Backoff()
         while True:  # leases first: a slot must never hold a job without one
@@ -349,7 +372,7 @@ class Worker:
         for i in range(cfg.workers):
             self._start_slot(i)
 
-        deadline: Optional[float] = None
+        deadline: float | None = None
         next_beat = next_sweep = next_scan = 0.0
         while not self.hard_stop.is_set():
             if self.stopping.is_set():
@@ -370,8 +393,11 @@ class Worker:
                 if now >= next_sweep:
                     queue.promote_due()
                     scan = now >= next_scan
-                    self.metrics.recovered.inc(recovery.recover(
-                        queue, self.ids, cfg.max_retries, lambda m: _say("MAIN", m), scan, cfg.allowed_roots))
+                    self.metrics.recovered.inc(
+                        recovery.recover(
+                            queue, self.ids, cfg.max_retries, lambda m: _say("MAIN", m), scan, cfg.allowed_roots
+                        )
+                    )
                     if scan:
                         next_scan = now + cfg.orphan_scan_interval
                     self._update_gauges(queue)

@@ -15,8 +15,8 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -65,7 +65,7 @@ class Writer:
         self.durable = durable  # fsync files and directory before a job counts as done
         self._lock = threading.Lock()
         self._closed = False
-        self._temps: Dict[Tuple[int, str], None] = {}  # (dir fd, name) being written
+        self._temps: dict[tuple[int, str], None] = {}  # (dir fd, name) being written
 
     def close(self) -> None:
         with self._lock:
@@ -74,7 +74,7 @@ class Writer:
                 _unlink(name, dir_fd)
             self._temps.clear()
 
-    def open(self, job: Job, remove_stale: bool = False) -> "OutputDir":
+    def open(self, job: Job, remove_stale: bool = False) -> OutputDir:
         """The job's output directory, created when missing. With
         ``remove_stale``, the temporary files of this job that exist already
         (left by an attempt that was killed) are removed first."""
@@ -126,10 +126,10 @@ def _unlink(name: str, dir_fd: int) -> None:
 class OutputDir:
     def __init__(self, writer: Writer, job: Job, fd: int) -> None:
         self.writer, self.job, self.fd = writer, job, fd
-        self.temps: List[Tuple[str, str]] = []  # (temporary name, final name)
+        self.temps: list[tuple[str, str]] = []  # (temporary name, final name)
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "OutputDir":
+    def __enter__(self) -> OutputDir:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -144,8 +144,9 @@ class OutputDir:
             if w._closed:
                 raise Stopped()
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                             dir_fd=self.fd)
+                fd = os.open(
+                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self.fd
+                )
             except OSError as e:
                 raise io_error("cannot write output", e) from None
             w._temps[(self.fd, tmp)] = None
@@ -167,7 +168,7 @@ class OutputDir:
             self.writer._temps.pop((self.fd, tmp), None)
         _unlink(tmp, self.fd)
 
-    def commit(self, still_ours: Optional[Callable[[], bool]] = None) -> None:
+    def commit(self, still_ours: Callable[[], bool] | None = None) -> None:
         """Rename every temporary file into place at once. ``still_ours`` is
         asked under the directory's lock, just before: False discards the
         outputs and raises Superseded."""
@@ -203,7 +204,7 @@ class OutputDir:
         self.temps = []
 
 
-def encode_and_write(out: OutputDir, op: str, pixels: np.ndarray, s: OutputSpec) -> Tuple[Output, float, float]:
+def encode_and_write(out: OutputDir, op: str, pixels: np.ndarray, s: OutputSpec) -> tuple[Output, float, float]:
     """Encode one output and write it to its temporary file; the Output names
     the path it will have once the job's outputs are committed."""
     t0 = time.perf_counter()
@@ -214,4 +215,3 @@ def encode_and_write(out: OutputDir, op: str, pixels: np.ndarray, s: OutputSpec)
     t2 = time.perf_counter()
     h, w = pixels.shape[:2]
     return Output(op, os.path.join(out.job.output_dir, name), len(encoded), w, h), (t1 - t0) * 1000, (t2 - t1) * 1000
-
