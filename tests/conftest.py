@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import json
+import struct
+import sys
+import threading
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from redis_server import RedisServer
 
 import fastimg
 
@@ -41,13 +48,6 @@ def rng() -> SeededRng:
 
 
 # -- the queue tests ---------------------------------------------------------
-import json  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import zlib  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-
-from redis_server import RedisServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +84,20 @@ def make_photo(path: Path, size=(800, 600), fmt="JPEG", mode="RGB", seed=0) -> P
         im = im.convert(mode)
     im.save(path, fmt)
     return path
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height over a few bytes of pixel data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+        + chunk(b"IEND", b"")
+    )
 
 
 def seed_job(uploads: Path, name: str = "a1b2c3d4-photo", ops=("thumbnail", "blur", "low-quality"), **extra) -> dict:

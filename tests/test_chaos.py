@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import WORKER_CMD, push, records, running_worker
+from conftest import WORKER_CMD, png_header_only, push, records, running_worker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -373,21 +373,6 @@ def test_symlink_flipped_during_jobs_never_leads_outside(r, redis_server, upload
 
 
 # -- memory -----------------------------------------------------------------------
-def png_header(width: int, height: int) -> bytes:
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(b"\0" * 100))
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_memory_admission_makes_big_jobs_wait_and_refuses_what_never_fits(r, redis_server, uploads):
     budget = 300 << 20
     bigs = []
@@ -396,7 +381,7 @@ def test_memory_admission_makes_big_jobs_wait_and_refuses_what_never_fits(r, red
         Image.new("RGB", (3000, 3000), (i * 40, 90, 160)).save(path, compress_level=1)
         bigs.append(job_for(uploads, f"big{i}", path, ops=("thumbnail", "blur", "low-quality")))
     huge = uploads / "user1" / "huge.png"
-    huge.write_bytes(png_header(9000, 9000))  # 81 MP: about 1 GB to decode
+    huge.write_bytes(png_header_only(9000, 9000))  # 81 MP: about 1 GB to decode
     small = tiny_photo(uploads / "user1" / "small.jpg")
     with running_worker(redis_server.url, workers=3, memory_budget=budget) as w:
         push(r, *bigs, job_for(uploads, "huge", huge), job_for(uploads, "small", small))

@@ -14,7 +14,7 @@ from pathlib import Path
 import corpus
 import numpy as np
 import pytest
-from conftest import WORKER_CMD
+from conftest import WORKER_CMD, png_header_only
 from PIL import Image, PpmImagePlugin
 from pillow_thumbnail import colour_stats, reference_thumbnail
 
@@ -192,18 +192,6 @@ def test_palette_alpha_is_kept():
 
 
 # -- sizes --------------------------------------------------------------------
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(b"\0" * 100))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_a_side_beyond_the_kernels_is_too_large_from_the_header():

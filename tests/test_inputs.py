@@ -8,13 +8,11 @@ import io
 import json
 import os
 import resource
-import struct
-import zlib
 
 import corpus
 import numpy as np
 import pytest
-from conftest import push, records, running_worker
+from conftest import png_header_only, push, records, running_worker
 from corpus import QUADRANTS, pattern, quadrant_means, save
 from PIL import Image
 from redis_server import wait_for
@@ -244,18 +242,6 @@ def test_bad_params_make_the_job_invalid(params, field):
     with pytest.raises(JobError, match=field.replace(".", r"\.")) as e:
         parse_job(json.dumps(job))
     assert e.value.reason == "invalid-job" and not e.value.retry
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(b"\0" * 100))
-        + chunk(b"IEND", b"")
-    )
 
 
 def many_frames_gif(n: int) -> bytes:
