@@ -64,6 +64,21 @@ class Outcome:
     message: str  # the log line's text, without the slot's name
     due_ms: int | None = None
 
+    def status(self) -> tuple[str, dict[str, Any]]:
+        """The job's status after this outcome, and the fields that go with it
+        (docs/operations.md)."""
+        r = self.record
+        if self.list == "done":
+            return "done", {"outputs": r["outputs"], "attempts": r["attempts"]}
+        if self.list == "retry":
+            return "retrying", {
+                "reason": r["lastReason"],
+                "error": r["lastError"],
+                "attempt": r.get("retryCount", 0),
+                "nextAttemptAt": self.due_ms,
+            }
+        return "failed", {"reason": r["reason"], "error": r["error"], "attempts": r["attempts"]}
+
 
 def done(job: Job, outputs: list[dict[str, Any]], timings: dict[str, float], input_bytes: int, worker: str) -> Outcome:
     record = dict(job.fields)

@@ -279,19 +279,8 @@ class Worker:
         reason = str(outcome.record.get("reason", outcome.record.get("lastReason", "")))
         self.metrics.jobs.labels(outcome.list, "" if outcome.list == "done" else reason).inc()
         if publish and isinstance(job_id, str):
-            extra: dict[str, Any] = {}
-            if outcome.list == "done":
-                extra = {"outputs": outcome.record["outputs"], "attempts": outcome.record["attempts"]}
-            elif outcome.list == "retry":
-                extra = {
-                    "reason": reason,
-                    "error": outcome.record["lastError"],
-                    "attempt": outcome.record.get("retryCount", 0),
-                    "nextAttemptAt": outcome.due_ms,
-                }
-            else:
-                extra = {"reason": reason, "error": outcome.record["error"], "attempts": outcome.record["attempts"]}
-            status.publish(queue.conn, job_id, {"retry": "retrying"}.get(outcome.list, outcome.list), **extra)
+            state, fields = outcome.status()
+            status.publish(queue.conn, job_id, state, **fields)
         return True
 
     def _check_backend(self) -> None:
