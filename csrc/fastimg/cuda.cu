@@ -308,7 +308,20 @@ void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Sta
     cur.swap(next);
   }
   mark_written(image);
-  // Kernel faults surface here, at the call that caused them.
+}
+
+// Runs a call that reads an Image, then synchronises its stream, on an error
+// too: a later write or free on another stream (ordered by the host only, see
+// OrderedFree) must not overtake a kernel still reading. Kernel faults surface
+// here, at the call that caused them.
+template <class Work>
+void synchronised(Work work) {
+  try {
+    work();
+  } catch (...) {
+    if (cudaStreamSynchronize(kStream) != cudaSuccess) cudaGetLastError();
+    throw;
+  }
   FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
 }
 
@@ -406,23 +419,25 @@ void cuda_download(uint8_t* dst, const std::shared_ptr<uint8_t>& src, size_t byt
 
 void cuda_separable(const std::shared_ptr<uint8_t>& src, Dims in,
                     const std::shared_ptr<uint8_t>& dst, const std::vector<Stage>& stages) {
+  if (in.c != 1 && in.c != 3 && in.c != 4)
+    throw std::invalid_argument("channels must be 1, 3 or 4");
   const uint8_t* s = ordered(src);
   uint8_t* d = ordered(dst);
-  switch (in.c) {
-    case 1: run_stages<1>(s, in, d, stages, dst); return;
-    case 3: run_stages<3>(s, in, d, stages, dst); return;
-    case 4: run_stages<4>(s, in, d, stages, dst); return;
-  }
-  throw std::invalid_argument("channels must be 1, 3 or 4");
+  synchronised([&] {
+    if (in.c == 1) run_stages<1>(s, in, d, stages, dst);
+    if (in.c == 3) run_stages<3>(s, in, d, stages, dst);
+    if (in.c == 4) run_stages<4>(s, in, d, stages, dst);
+  });
 }
 
 void cuda_quantize(const std::shared_ptr<uint8_t>& src, Dims d, const std::shared_ptr<uint8_t>& dst,
                    int levels, bool dither) {
   const uint8_t* s = ordered(src);
   uint8_t* out = ordered(dst);
-  launch(quantize_kernel, static_cast<size_t>(d.h) * d.w, s, d, out, levels, dither);
-  mark_written(dst);
-  FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
+  synchronised([&] {
+    launch(quantize_kernel, static_cast<size_t>(d.h) * d.w, s, d, out, levels, dither);
+    mark_written(dst);
+  });
 }
 
 }  // namespace fi
