@@ -1,6 +1,6 @@
 """What only the host emulation of the CUDA source (FASTIMG_CUDA=EMU) can
 provoke: out-of-memory at every allocation, a memory limit, a sticky device
-error, and a GPU without a kernel image for it. tests/emu/run.sh runs these
+error, a GPU without a kernel image for it, and a missing wait between streams. tests/emu/run.sh runs these
 under ASan and UBSan; any other build skips them."""
 
 from __future__ import annotations
@@ -168,3 +168,26 @@ def test_no_kernel_image_for_the_device_means_cpu():
     )
     assert p.returncode == 0, p.stdout + p.stderr
     assert "probe kernel did not run" in p.stdout and "cudaErrorNoKernelImageForDevice" in p.stdout
+
+
+def test_a_use_on_another_stream_without_the_wait_is_caught():
+    # The emulation runs every stream synchronously, so a missing wait computes
+    # the right pixels: its ordering check must abort instead.
+    script = """
+        import threading
+        import numpy as np
+        import fastimg
+
+        img = fastimg.Image(np.full((9, 7, 3), 80, np.uint8), backend="cuda")
+        done = []
+        t = threading.Thread(target=lambda: done.append(img.gaussian_blur(1.0).numpy()))
+        t.start()
+        t.join()
+        print("blurred on another thread:", int(done[0].min()), int(done[0].max()))
+    """
+    ordered = run_python(script)
+    assert ordered.returncode == 0, ordered.stdout + ordered.stderr
+    assert "blurred on another thread: 80 80" in ordered.stdout
+    unordered = run_python(script, FASTIMG_EMU_SKIP_WAITS="1")
+    assert unordered.returncode != 0, unordered.stdout + unordered.stderr
+    assert "with no event waited for nor synchronisation ordering it" in unordered.stderr

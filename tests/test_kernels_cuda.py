@@ -153,3 +153,72 @@ def test_gpu_threads_each_get_correct_results(rng):
         t.join()
     for g, w in zip(got, want, strict=True):
         assert colour_diff(g, w) <= 1
+
+
+def run_threads(work, args: list) -> None:
+    """Runs work(arg) on one thread per arg, all at once, and re-raises the first failure."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(args))
+
+    def guarded(arg) -> None:
+        try:
+            start.wait()
+            work(arg)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(a,)) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+# An Image's device memory is written on the stream of the thread that made it
+# and used on the streams of others: each use must wait for that write.
+CROSS_THREAD_OPS = {
+    "resize": lambda img: img.resize((41, 29), filter="bicubic"),
+    "blur": lambda img: img.gaussian_blur(3.0),
+    "wide-blur": lambda img: img.gaussian_blur(9.0),
+    "quantize": lambda img: img.quantize(6, dither=True),
+    "download": lambda img: img,
+}
+
+
+def test_image_uploaded_on_one_thread_is_used_on_others(rng):
+    # Large on a GPU, so that the copies are still in flight when the users start.
+    pixels = [rng.image(*((97, 131) if EMULATED else LARGE), c) for c in CHANNELS]
+    on_cpu = [fastimg.Image(p, backend="cpu") for p in pixels]
+    want = {(k, name): op(img).numpy() for k, img in enumerate(on_cpu) for name, op in CROSS_THREAD_OPS.items()}
+    uploaded: list = []
+    run_threads(lambda _: uploaded.extend(fastimg.Image(p, backend="cuda") for p in pixels), [0])
+    got: dict = {}
+
+    def use(name: str) -> None:
+        for k, img in enumerate(uploaded):
+            got[k, name] = CROSS_THREAD_OPS[name](img).numpy()
+
+    run_threads(use, list(CROSS_THREAD_OPS))
+    for key, w in want.items():
+        if key[1] in ("quantize", "download"):
+            np.testing.assert_array_equal(got[key], w, err_msg=str(key))
+        else:
+            assert colour_diff(got[key], w) <= 1, key
+
+
+def test_image_made_on_one_thread_is_chained_and_freed_on_others(rng):
+    # A result made on one thread is the input of the next, and the last
+    # reference to each is dropped on yet another thread (freed on its stream).
+    pixels = rng.image(83, 67, 4)
+    images = [fastimg.Image(pixels, backend="cuda")]
+    steps = [lambda i: i.quantize(9), lambda i: i.gaussian_blur(2.0), lambda i: i.resize((50, 61))]
+    for step in steps:
+        run_threads(lambda _, step=step: images.append(step(images[-1])), [0])
+    result = images[-1].numpy()
+    run_threads(lambda _: images.clear(), [0])
+    want = fastimg.Image(pixels, backend="cpu")
+    for step in steps:
+        want = step(want)
+    assert colour_diff(result, want.numpy()) <= 1

@@ -43,20 +43,83 @@ struct Injection {
   }
 };
 
+// Happens-before between streams, as vector clocks: a stream's clock counts
+// its operations, and holds for each other stream how many of that stream's
+// operations are ordered before its own next one (through events it waited
+// for).
+using Clock = std::map<int, long>;
+
+// This thread's default stream: an id never reused, and its clock. Only its
+// own thread touches the clock; events copy it under the device's mutex.
+int this_stream() {
+  static std::atomic<int> next{1};
+  thread_local const int id = next++;
+  return id;
+}
+thread_local Clock this_clock;
+
+struct Allocation {
+  size_t bytes;
+  int writer;       // the stream that last wrote it
+  long written_at;  // that stream's clock at the write
+};
+
+struct Event {
+  Clock clock;  // of the stream it was last recorded on; empty before
+};
+
 struct Device {
   std::mutex mutex;
-  std::map<uintptr_t, size_t> allocations;  // start -> bytes
+  std::map<uintptr_t, Allocation> allocations;  // by start
   size_t live = 0;
   Injection oom{"FASTIMG_EMU_OOM_AT"};
   Injection fault{"FASTIMG_EMU_STICKY_AT"};
+  std::map<uintptr_t, Event> events;  // live events by handle; handles are never reused
+  static constexpr uintptr_t kFirstEvent = 0x1000;
+  uintptr_t next_event = kFirstEvent;
+  Clock completed;  // per stream: its operations up to its last synchronisation
 
-  // Whether [p, p + bytes) lies inside one live allocation.
-  bool holds(const void* p, size_t bytes) {
+  // The live allocation that holds all of [p, p + bytes), or null.
+  Allocation* holding(const void* p, size_t bytes) {
     const auto a = reinterpret_cast<uintptr_t>(p);
     auto it = allocations.upper_bound(a);
-    if (it == allocations.begin()) return false;
+    if (it == allocations.begin()) return nullptr;
     --it;
-    return a >= it->first && a - it->first + bytes <= it->second;
+    return a >= it->first && a - it->first + bytes <= it->second.bytes ? &it->second : nullptr;
+  }
+  bool holds(const void* p, size_t bytes) { return holding(p, bytes) != nullptr; }
+
+  // A use of `a` on this thread's stream: it must be ordered after the last
+  // write, or on a GPU it could run before that write finished.
+  void check_ordered(const Allocation& a, const char* call) {
+    const int self = this_stream();
+    if (a.writer == self || a.written_at <= completed[a.writer]) return;
+    const auto known = this_clock.find(a.writer);
+    if (known != this_clock.end() && known->second >= a.written_at) return;
+    std::fprintf(stderr,
+                 "fastimg CUDA emulation: %s on stream %d uses device memory that stream %d wrote "
+                 "(operation %ld) with no event waited for nor synchronisation ordering it\n",
+                 call, self, a.writer, a.written_at);
+    std::abort();
+  }
+
+  void write(Allocation& a) {
+    a.writer = this_stream();
+    a.written_at = ++this_clock[a.writer];
+  }
+
+  // The live event of a handle; null for one never created (an error a GPU
+  // reports). A destroyed one aborts: on a GPU its use is undefined.
+  Event* event(cudaEvent_t e, const char* call) {
+    const auto h = reinterpret_cast<uintptr_t>(e);
+    const auto it = events.find(h);
+    if (it != events.end()) return &it->second;
+    if (h >= kFirstEvent && h < next_event) {
+      std::fprintf(stderr, "fastimg CUDA emulation: %s of event %#lx, which was destroyed\n", call,
+                   static_cast<unsigned long>(h));
+      std::abort();
+    }
+    return nullptr;
   }
 };
 
@@ -100,6 +163,7 @@ const char* cudaGetErrorName(cudaError_t err) {
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorNoKernelImageForDevice: return "cudaErrorNoKernelImageForDevice";
     case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     default: return "cudaErrorUnknown";
@@ -113,6 +177,7 @@ const char* cudaGetErrorString(cudaError_t err) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNoKernelImageForDevice:
       return "no kernel image is available for execution on the device";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
@@ -174,7 +239,9 @@ cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) {
   // NaN floats, -1 ints and 255 pixels, so a kernel that reads before it
   // writes shows in the results.
   std::memset(q, 0xFF, bytes);
-  d.allocations[reinterpret_cast<uintptr_t>(q)] = bytes;
+  Allocation& a = d.allocations[reinterpret_cast<uintptr_t>(q)];
+  a.bytes = bytes;
+  d.write(a);  // stream-ordered: a use on another stream must be ordered after it
   d.live += bytes;
   *p = q;
   return cudaSuccess;
@@ -192,8 +259,10 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
                  p);
     std::abort();
   }
+  // After a sticky error nothing runs any more, so nothing can race.
+  if (err == cudaSuccess) d.check_ordered(it->second, "cudaFreeAsync");
   // Released even after a sticky error, so that a long run does not leak.
-  d.live -= it->second;
+  d.live -= it->second.bytes;
   d.allocations.erase(it);
   std::free(p);
   return err;
@@ -205,16 +274,70 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   Device& d = device();
   {
     const std::lock_guard<std::mutex> lock(d.mutex);
-    const bool ok = kind == cudaMemcpyHostToDevice   ? d.holds(dst, bytes) && !d.holds(src, 1)
-                    : kind == cudaMemcpyDeviceToHost ? d.holds(src, bytes) && !d.holds(dst, 1)
-                                                     : false;
-    if (!ok) return fail(cudaErrorInvalidValue);
+    Allocation* device = kind == cudaMemcpyHostToDevice   ? d.holding(dst, bytes)
+                         : kind == cudaMemcpyDeviceToHost ? d.holding(src, bytes)
+                                                          : nullptr;
+    const void* host = kind == cudaMemcpyHostToDevice ? src : dst;
+    if (device == nullptr || d.holds(host, 1)) return fail(cudaErrorInvalidValue);
+    d.check_ordered(*device, "cudaMemcpyAsync");
+    if (kind == cudaMemcpyHostToDevice) d.write(*device);
   }
   std::memcpy(dst, src, bytes);
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return enter(); }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  if (const cudaError_t err = enter()) return err;
+  Device& d = device();
+  const std::lock_guard<std::mutex> lock(d.mutex);
+  d.completed[this_stream()] = this_clock[this_stream()];
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
+  if (const cudaError_t err = enter()) return err;
+  if (event == nullptr || (flags & ~0x0Fu) != 0) return fail(cudaErrorInvalidValue);
+  Device& d = device();
+  const std::lock_guard<std::mutex> lock(d.mutex);
+  const uintptr_t handle = d.next_event++;
+  d.events[handle] = Event{};
+  *event = reinterpret_cast<cudaEvent_t>(handle);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+  if (const cudaError_t err = enter()) return err;
+  Device& d = device();
+  const std::lock_guard<std::mutex> lock(d.mutex);
+  Event* e = d.event(event, "cudaEventRecord");
+  if (e == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  e->clock = this_clock;
+  return cudaSuccess;
+}
+
+// An event never recorded orders nothing, and waiting for it succeeds, as on
+// a GPU.
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned flags) {
+  if (const cudaError_t err = enter()) return err;
+  Device& d = device();
+  const std::lock_guard<std::mutex> lock(d.mutex);
+  const Event* e = d.event(event, "cudaStreamWaitEvent");
+  if (e == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  if (flags != 0) return fail(cudaErrorInvalidValue);
+  if (env_long("FASTIMG_EMU_SKIP_WAITS", 0) != 0) return cudaSuccess;
+  for (const auto& [stream, at] : e->clock) this_clock[stream] = std::max(this_clock[stream], at);
+  return cudaSuccess;
+}
+
+// Like cudaFreeAsync, allowed after a sticky error, so that nothing leaks.
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  const cudaError_t err = enter();
+  Device& d = device();
+  const std::lock_guard<std::mutex> lock(d.mutex);
+  if (d.event(event, "cudaEventDestroy") == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  d.events.erase(reinterpret_cast<uintptr_t>(event));
+  return err;
+}
 
 // One pool, whose release threshold changes nothing here: memory is freed at
 // once so that ASan sees every use after free.
@@ -235,7 +358,8 @@ cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, vo
 
 namespace fi::emu {
 
-bool begin_launch(dim3 grid, dim3 block, const void* const* pointers, size_t n_pointers) {
+bool begin_launch(dim3 grid, dim3 block, const void* const* pointers, const bool* writes,
+                  size_t n_pointers) {
   if (enter() != cudaSuccess) return false;
   if (env_long("FASTIMG_EMU_NO_KERNEL_IMAGE", 0) != 0) {
     fail(cudaErrorNoKernelImageForDevice);
@@ -250,8 +374,16 @@ bool begin_launch(dim3 grid, dim3 block, const void* const* pointers, size_t n_p
   const std::lock_guard<std::mutex> lock(d.mutex);
   bool faults = d.fault.fires();
   // A host pointer given to a kernel faults on a GPU; here it would work.
-  for (size_t i = 0; i < n_pointers; ++i)
-    if (pointers[i] != nullptr && !d.holds(pointers[i], 1)) faults = true;
+  for (size_t i = 0; i < n_pointers; ++i) {
+    if (pointers[i] == nullptr) continue;
+    Allocation* a = d.holding(pointers[i], 1);
+    if (a == nullptr) {
+      faults = true;
+      continue;
+    }
+    d.check_ordered(*a, "a kernel launch");
+    if (writes[i]) d.write(*a);
+  }
   if (faults) fault_pending = true;
   return !faults;
 }

@@ -15,6 +15,15 @@
 //                               faults with cudaErrorIllegalAddress, sticky
 //   FASTIMG_EMU_NO_KERNEL_IMAGE=1  every launch fails as on a GPU the module
 //                               has no kernel image for
+//   FASTIMG_EMU_SKIP_WAITS=1    cudaStreamWaitEvent orders nothing, as if the
+//                               call were missing: the ordering check fires
+//
+// Streams: each host thread's default stream is one stream. The emulation runs
+// them synchronously, so it cannot race, but it checks that the CUDA calls
+// order them: device memory written on one stream and then used (copied,
+// passed to a kernel, freed) on another must be ordered after the write by an
+// event the user waited for, or by a synchronisation of the writing stream.
+// An unordered use aborts with a message, as a double free does.
 // docs/kernels.md says what this checks and what it cannot.
 #pragma once
 
@@ -45,6 +54,7 @@ enum cudaError_t {
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorInvalidDevice = 101,
+  cudaErrorInvalidResourceHandle = 400,
   cudaErrorNoKernelImageForDevice = 209,
   cudaErrorECCUncorrectable = 214,
   cudaErrorIllegalAddress = 700,
@@ -71,6 +81,10 @@ struct CUstream_st;
 using cudaStream_t = CUstream_st*;
 #define cudaStreamPerThread (reinterpret_cast<cudaStream_t>(0x2))
 
+struct CUevent_st;
+using cudaEvent_t = CUevent_st*;
+#define cudaEventDisableTiming 0x02
+
 struct cudaDeviceProp {
   char name[256];
   size_t totalGlobalMem;
@@ -91,14 +105,20 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t stream);
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value);
 
 namespace fi::emu {
 
-// Checks a launch (configuration, device state, pointer arguments) and
-// records the error it gets, if any; says whether the kernel is to run.
-bool begin_launch(dim3 grid, dim3 block, const void* const* pointers, size_t n_pointers);
+// Checks a launch (configuration, device state, pointer arguments and their
+// ordering) and records the error it gets, if any; says whether the kernel is
+// to run. writes[i]: the kernel may write through pointers[i].
+bool begin_launch(dim3 grid, dim3 block, const void* const* pointers, const bool* writes,
+                  size_t n_pointers);
 
 template <class T>
 const void* pointer_or_null(const T& arg) {
@@ -114,7 +134,10 @@ template <class... Params, class... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t, Args... args) {
   // Every pointer argument must point into device memory, as on a GPU.
   const void* pointers[sizeof...(Args) + 1] = {pointer_or_null(args)...};
-  if (!begin_launch(grid, block, pointers, sizeof...(Args))) return;
+  const bool writes[sizeof...(Params) + 1] = {std::is_pointer_v<Params> &&
+                                              !std::is_const_v<std::remove_pointer_t<Params>>...};
+  static_assert(sizeof...(Params) == sizeof...(Args), "one argument per parameter");
+  if (!begin_launch(grid, block, pointers, writes, sizeof...(Args))) return;
   gridDim = grid;
   blockDim = block;
   for (unsigned b = 0; b < grid.x; ++b) {

@@ -119,9 +119,70 @@ void launch(void (*kernel)(Params...), size_t items, Args... args) {
   FI_CUDA_CHECK_LAUNCH();
 }
 
+// Device memory from the stream-ordered allocator of this thread's stream.
+uint8_t* malloc_on_stream(size_t bytes) {
+  // The device's default pool hands its free memory back to the driver at
+  // every synchronisation unless told otherwise: then every call's buffers
+  // were new driver allocations. Kept instead, they are reused.
+  static const bool pool_keeps_memory = [] {
+    int dev = 0;
+    FI_CUDA_CHECK(cudaGetDevice(&dev));
+    cudaMemPool_t pool;
+    FI_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+    uint64_t threshold = UINT64_MAX;
+    FI_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    return true;
+  }();
+  (void)pool_keeps_memory;
+  void* p = nullptr;
+  FI_CUDA_CHECK(cudaMallocAsync(&p, std::max<size_t>(bytes, 1), kStream));
+  return static_cast<uint8_t*>(p);
+}
+
+// A call's own buffers (weights, intermediate rows): used on this thread's
+// stream only, and freed after it synchronised.
 template <class T>
 std::shared_ptr<T> device_array(size_t count) {
-  return std::reinterpret_pointer_cast<T>(cuda_alloc(count * sizeof(T)));
+  // A deleter must not throw. Its failure is cleared rather than left for an
+  // unrelated call to report; a sticky error comes back at the next call anyway.
+  return std::shared_ptr<T>(reinterpret_cast<T*>(malloc_on_stream(count * sizeof(T))), [](T* q) {
+    if (cudaFreeAsync(q, kStream) != cudaSuccess) cudaGetLastError();
+  });
+}
+
+// An Image's device memory is written on one thread's stream and may be read,
+// written or freed on another's. Its deleter holds an event recorded after
+// every write (the allocation being the first); a stream waits for it before
+// any use, so the use is ordered after the write on the GPU without blocking
+// the host. Reads need no event: every call that reads synchronises its
+// stream before it returns, so a later write or free is ordered by the host.
+struct OrderedFree {
+  cudaEvent_t written = nullptr;
+  // Cannot throw (see device_array). The wait fails only in a context that a
+  // sticky error ended, where nothing runs any more, so the memory is freed.
+  void operator()(uint8_t* q) const {
+    bool ok = cudaStreamWaitEvent(kStream, written, 0) == cudaSuccess;
+    ok = cudaFreeAsync(q, kStream) == cudaSuccess && ok;
+    ok = cudaEventDestroy(written) == cudaSuccess && ok;
+    if (!ok) cudaGetLastError();
+  }
+};
+
+cudaEvent_t written_event(const std::shared_ptr<uint8_t>& image) {
+  const OrderedFree* f = std::get_deleter<OrderedFree>(image);
+  if (f == nullptr) throw std::logic_error("device memory that is not an Image's");
+  return f->written;
+}
+
+// Orders this thread's stream after the last write to `image`, on any stream.
+uint8_t* ordered(const std::shared_ptr<uint8_t>& image) {
+  FI_CUDA_CHECK(cudaStreamWaitEvent(kStream, written_event(image), 0));
+  return image.get();
+}
+
+// Marks the work queued so far on this thread's stream as the last write.
+void mark_written(const std::shared_ptr<uint8_t>& image) {
+  FI_CUDA_CHECK(cudaEventRecord(written_event(image), kStream));
 }
 
 // Weights in the order the kernels read them: output-major as the host builds
@@ -225,7 +286,8 @@ void stage(const In* src, Dims in, Out* dst, const Stage& s, Tables& tables) {
 }
 
 template <int C>
-void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages) {
+void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages,
+                const std::shared_ptr<uint8_t>& image) {
   // Between stages the image stays in premultiplied floats, as on the CPU.
   std::shared_ptr<float> cur, next;
   Tables tables;
@@ -245,8 +307,21 @@ void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Sta
     in = {s.vertical.n_out, s.horizontal.n_out, C};
     cur.swap(next);
   }
-  // Kernel faults surface here, at the call that caused them, and the result
-  // is complete before any other thread can see it.
+  mark_written(image);
+}
+
+// Runs a call that reads an Image, then synchronises its stream, on an error
+// too: a later write or free on another stream (ordered by the host only, see
+// OrderedFree) must not overtake a kernel still reading. Kernel faults surface
+// here, at the call that caused them.
+template <class Work>
+void synchronised(Work work) {
+  try {
+    work();
+  } catch (...) {
+    if (cudaStreamSynchronize(kStream) != cudaSuccess) cudaGetLastError();
+    throw;
+  }
   FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
 }
 
@@ -278,7 +353,7 @@ CudaStatus probe() {
     const auto out = cuda_alloc(n);
     launch(probe_kernel, n, out.get(), n);
     std::vector<uint8_t> got(n);
-    cuda_download(got.data(), out.get(), n);
+    cuda_download(got.data(), out, n);
     for (int i = 0; i < n; ++i)
       if (got[i] != quantize_value(i & 255, 7, i, i >> 3, true))
         throw KernelError("the probe kernel computed a wrong value at element " +
@@ -318,49 +393,51 @@ CudaStatus cuda_status() {
 }
 
 std::shared_ptr<uint8_t> cuda_alloc(size_t bytes) {
-  // The device's default pool hands its free memory back to the driver at
-  // every synchronisation unless told otherwise: then every call's buffers
-  // were new driver allocations. Kept instead, they are reused.
-  static const bool pool_keeps_memory = [] {
-    int dev = 0;
-    FI_CUDA_CHECK(cudaGetDevice(&dev));
-    cudaMemPool_t pool;
-    FI_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
-    uint64_t threshold = UINT64_MAX;
-    FI_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
-    return true;
-  }();
-  (void)pool_keeps_memory;
-  void* p = nullptr;
-  FI_CUDA_CHECK(cudaMallocAsync(&p, std::max<size_t>(bytes, 1), kStream));
-  // A deleter must not throw. Its failure is cleared rather than left for an
-  // unrelated call to report; a sticky error comes back at the next call anyway.
-  return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [](uint8_t* q) {
-    if (cudaFreeAsync(q, kStream) != cudaSuccess) cudaGetLastError();
+  cudaEvent_t written = nullptr;
+  FI_CUDA_CHECK(cudaEventCreateWithFlags(&written, cudaEventDisableTiming));
+  uint8_t* p = nullptr;
+  try {
+    p = malloc_on_stream(bytes);
+  } catch (...) {
+    if (cudaEventDestroy(written) != cudaSuccess) cudaGetLastError();
+    throw;
+  }
+  std::shared_ptr<uint8_t> image(p, OrderedFree{written});
+  mark_written(image);  // the allocation, ordered on this thread's stream
+  return image;
+}
+
+void cuda_upload(const std::shared_ptr<uint8_t>& dst, const uint8_t* src, size_t bytes) {
+  FI_CUDA_CHECK(cudaMemcpyAsync(ordered(dst), src, bytes, cudaMemcpyHostToDevice, kStream));
+  mark_written(dst);
+}
+
+void cuda_download(uint8_t* dst, const std::shared_ptr<uint8_t>& src, size_t bytes) {
+  FI_CUDA_CHECK(cudaMemcpyAsync(dst, ordered(src), bytes, cudaMemcpyDeviceToHost, kStream));
+  FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
+}
+
+void cuda_separable(const std::shared_ptr<uint8_t>& src, Dims in,
+                    const std::shared_ptr<uint8_t>& dst, const std::vector<Stage>& stages) {
+  if (in.c != 1 && in.c != 3 && in.c != 4)
+    throw std::invalid_argument("channels must be 1, 3 or 4");
+  const uint8_t* s = ordered(src);
+  uint8_t* d = ordered(dst);
+  synchronised([&] {
+    if (in.c == 1) run_stages<1>(s, in, d, stages, dst);
+    if (in.c == 3) run_stages<3>(s, in, d, stages, dst);
+    if (in.c == 4) run_stages<4>(s, in, d, stages, dst);
   });
 }
 
-void cuda_upload(uint8_t* dst, const uint8_t* src, size_t bytes) {
-  FI_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, kStream));
-}
-
-void cuda_download(uint8_t* dst, const uint8_t* src, size_t bytes) {
-  FI_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, kStream));
-  FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
-}
-
-void cuda_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages) {
-  switch (in.c) {
-    case 1: return run_stages<1>(src, in, dst, stages);
-    case 3: return run_stages<3>(src, in, dst, stages);
-    case 4: return run_stages<4>(src, in, dst, stages);
-  }
-  throw std::invalid_argument("channels must be 1, 3 or 4");
-}
-
-void cuda_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither) {
-  launch(quantize_kernel, static_cast<size_t>(d.h) * d.w, src, d, dst, levels, dither);
-  FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
+void cuda_quantize(const std::shared_ptr<uint8_t>& src, Dims d, const std::shared_ptr<uint8_t>& dst,
+                   int levels, bool dither) {
+  const uint8_t* s = ordered(src);
+  uint8_t* out = ordered(dst);
+  synchronised([&] {
+    launch(quantize_kernel, static_cast<size_t>(d.h) * d.w, s, d, out, levels, dither);
+    mark_written(dst);
+  });
 }
 
 }  // namespace fi

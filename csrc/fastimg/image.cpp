@@ -38,7 +38,7 @@ Image Image::upload(const uint8_t* pixels, Dims dims, Backend backend) {
     std::memcpy(img.data_.get(), pixels, dims.bytes());
   } else {
 #ifdef FASTIMG_WITH_CUDA
-    cuda_upload(img.data_.get(), pixels, dims.bytes());
+    cuda_upload(img.data_, pixels, dims.bytes());
 #else
     no_cuda();
 #endif
@@ -51,7 +51,7 @@ void Image::download(uint8_t* dst) const {
     std::memcpy(dst, data_.get(), dims_.bytes());
   } else {
 #ifdef FASTIMG_WITH_CUDA
-    cuda_download(dst, data_.get(), dims_.bytes());
+    cuda_download(dst, data_, dims_.bytes());
 #else
     no_cuda();
 #endif
@@ -67,7 +67,7 @@ void Image::separable_into(Image& dst, const std::vector<Stage>& stages) const {
     cpu_separable(data_.get(), dims_, dst.data_.get(), stages);
   } else {
 #ifdef FASTIMG_WITH_CUDA
-    cuda_separable(data_.get(), dims_, dst.data_.get(), stages);
+    cuda_separable(data_, dims_, dst.data_, stages);
 #else
     no_cuda();
 #endif
@@ -91,7 +91,7 @@ void Image::quantize_into(Image& dst, int levels, bool dither) const {
     cpu_quantize(data_.get(), dims_, dst.data_.get(), levels, dither);
   } else {
 #ifdef FASTIMG_WITH_CUDA
-    cuda_quantize(data_.get(), dims_, dst.data_.get(), levels, dither);
+    cuda_quantize(data_, dims_, dst.data_, levels, dither);
 #else
     no_cuda();
 #endif

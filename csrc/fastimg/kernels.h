@@ -60,10 +60,14 @@ void cuda_mark_lost(const std::string& what);
 // default stream (kernels are compiled with per-thread default streams, so
 // threads never serialise on one stream).
 std::shared_ptr<uint8_t> cuda_alloc(size_t bytes);
-void cuda_upload(uint8_t* dst, const uint8_t* src, size_t bytes);
-void cuda_download(uint8_t* dst, const uint8_t* src, size_t bytes);
-void cuda_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages);
-void cuda_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither);
+// The operations take the memory cuda_alloc returned, which carries what
+// orders them after its last write on any thread's stream (docs/kernels.md).
+void cuda_upload(const std::shared_ptr<uint8_t>& dst, const uint8_t* src, size_t bytes);
+void cuda_download(uint8_t* dst, const std::shared_ptr<uint8_t>& src, size_t bytes);
+void cuda_separable(const std::shared_ptr<uint8_t>& src, Dims in,
+                    const std::shared_ptr<uint8_t>& dst, const std::vector<Stage>& stages);
+void cuda_quantize(const std::shared_ptr<uint8_t>& src, Dims d, const std::shared_ptr<uint8_t>& dst,
+                   int levels, bool dither);
 #endif
 
 }  // namespace fi
