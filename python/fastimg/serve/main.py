@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,14 @@ import redis
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from fastimg.worker.options import connector, describe, redis_url
+from fastimg.worker.options import (
+    connector,
+    describe,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    redis_url,
+)
 from fastimg.worker.worker import Config, Worker
 
 from .app import Settings, create_app
@@ -29,23 +36,6 @@ from .embedded import EmbeddedRedis, EmbeddedRedisError
 
 log = logging.getLogger("fastimg.worker")  # the worker's logger: [MAIN] lines look the same
 TOKEN_ENV = "FASTIMG_SERVE_TOKEN"
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,18 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help="use this Redis (host:port or redis:// URL); no embedded server is started",
     )
-    p.add_argument("-db", "--db", type=_count(0), help="Redis database number (default 0)")
+    p.add_argument("-db", "--db", type=non_negative_int, help="Redis database number (default 0)")
     p.add_argument(
         "-workers",
         "--workers",
-        type=_count(0),
+        type=non_negative_int,
         default=4,
         help="worker slots in this process (default 4; 0: workers run elsewhere)",
     )
     p.add_argument(
         "-max-retries",
         "--max-retries",
-        type=_count(0),
+        type=non_negative_int,
         default=3,
         help="retries of a failing job before it goes to image:failed (default 3)",
     )
@@ -83,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address of the upload server (default 127.0.0.1; 0.0.0.0 opens it to the network)",
     )
-    p.add_argument("--port", type=_count(0), default=8000, help="port of the upload server (default 8000; 0: any)")
+    p.add_argument(
+        "--port", type=non_negative_int, default=8000, help="port of the upload server (default 8000; 0: any)"
+    )
     p.add_argument(
         "--data-dir",
         default="fastimg-data",
@@ -101,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--redis-port",
-        type=_count(0),
+        type=non_negative_int,
         metavar="PORT",
         help="port of the embedded Redis (default 6379 when free, else any free port; 0: any free port)",
     )
@@ -113,29 +105,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-upload-bytes",
-        type=_count(1),
+        type=positive_int,
         default=64 * 1024 * 1024,
         metavar="N",
         help="largest request body (default 64 MiB)",
     )
-    p.add_argument("--max-files", type=_count(1), default=20, metavar="N", help="most files per upload (default 20)")
+    p.add_argument("--max-files", type=positive_int, default=20, metavar="N", help="most files per upload (default 20)")
     p.add_argument(
         "--read-timeout",
-        type=_seconds,
+        type=positive_float,
         default=20.0,
         metavar="SECONDS",
         help="a request body that stalls this long gets 408 (default 20)",
     )
     p.add_argument(
         "--upload-timeout",
-        type=_seconds,
+        type=positive_float,
         default=300.0,
         metavar="SECONDS",
         help="a request body must arrive within this time (default 300)",
     )
     p.add_argument(
         "--header-timeout",
-        type=_seconds,
+        type=positive_float,
         default=10.0,
         metavar="SECONDS",
         help="a request line and headers must arrive within this time (default 10)",
@@ -149,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--shutdown-timeout",
-        type=_seconds,
+        type=positive_float,
         default=10.0,
         metavar="SECONDS",
         help="on Ctrl-C, how long the slots may finish jobs in hand (default 10)",

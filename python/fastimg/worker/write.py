@@ -65,7 +65,7 @@ class Writer:
         self.durable = durable  # fsync files and directory before a job counts as done
         self._lock = threading.Lock()
         self._closed = False
-        self._temps: dict[tuple[int, str], None] = {}  # (dir fd, name) being written
+        self._temps: set[tuple[int, str]] = set()  # (dir fd, name) being written
 
     def close(self) -> None:
         with self._lock:
@@ -149,7 +149,7 @@ class OutputDir:
                 )
             except OSError as e:
                 raise io_error("cannot write output", e) from None
-            w._temps[(self.fd, tmp)] = None
+            w._temps.add((self.fd, tmp))
         try:
             with os.fdopen(fd, "wb") as f:
                 os.fchmod(f.fileno(), 0o644)  # readable by the web server whatever the umask
@@ -165,7 +165,7 @@ class OutputDir:
 
     def _forget(self, tmp: str) -> None:
         with self.writer._lock:
-            self.writer._temps.pop((self.fd, tmp), None)
+            self.writer._temps.discard((self.fd, tmp))
         _unlink(tmp, self.fd)
 
     def commit(self, still_ours: Callable[[], bool] | None = None) -> None:
@@ -186,7 +186,7 @@ class OutputDir:
                 try:
                     for tmp, name in self.temps:
                         os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-                        w._temps.pop((self.fd, tmp), None)
+                        w._temps.discard((self.fd, tmp))
                 except OSError as e:
                     raise io_error("cannot write output", e) from None
             self.temps = []
