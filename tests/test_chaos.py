@@ -226,7 +226,8 @@ def test_second_signal_with_busy_and_idle_slots_exits_at_once(r, redis_server, u
     assert "cannot schedule" not in out and "Traceback" not in out, out
     time.sleep(1.0)  # anything still on its way to disk would land now
     if r.llen("image:done") == 0:
-        assert [json.loads(j) for j in r.lrange("image:jobs", 0, -1)] == [slow]  # unchanged, at the head
+        where = {k: r.llen(k) for k in ["image:retry", "image:failed", *r.scan_iter(match="image:processing:*")]}
+        assert [json.loads(j) for j in r.lrange("image:jobs", 0, -1)] == [slow], (out, where)  # unchanged, at the head
         assert not list((uploads / "user1").rglob("slow_*.webp")), "an output of a job put back landed"
     assert in_flight(r) == 0 and r.scard("image:workers") == 0
     assert not list(uploads.rglob("*.tmp"))

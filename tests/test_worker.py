@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -13,7 +14,9 @@ from PIL import Image
 from redis_server import wait_for
 
 from fastimg.worker.limits import Limits
+from fastimg.worker.options import connector
 from fastimg.worker.outcomes import RECORD_FIELDS
+from fastimg.worker.queue import Queue
 
 
 def lists(r) -> dict:
@@ -275,6 +278,30 @@ def test_worker_registers_and_leaves_cleanly(r, redis_server):
         wait_for(lambda: r.scard("image:workers") == 3)
         assert all(r.pttl(f"image:heartbeat:{wid}") > 0 for wid in w.ids)
     assert r.scard("image:workers") == 0 and not r.keys("image:heartbeat:*")
+
+
+def test_a_slot_blocking_read_can_be_ended_by_its_name(r, redis_server):
+    # A hard stop ends the slots' reads this way before it gives their jobs
+    # back: a read still waiting would take a job just given back.
+    slot = Queue(connector(redis_server.url, 30)("host-1-abc-0"), 0, 0)
+    other = Queue(connector(redis_server.url, 30)("host-1-abc-1"), 0, 0)
+    got: dict[str, object] = {}
+
+    def read(queue: Queue, key: str) -> None:
+        got[key] = queue.take(key, 30)
+
+    readers = [threading.Thread(target=read, args=args) for args in ((slot, "a"), (other, "b"))]
+    for t in readers:
+        t.start()
+    wait_for(lambda: sum(c.get("cmd") == "blmove" for c in r.client_list()) == 2, what="both reads blocked")
+    t0 = time.monotonic()
+    Queue(r, 0, 0).unblock(["host-1-abc-0"])
+    readers[0].join(timeout=10)
+    assert not readers[0].is_alive() and got["a"] is None and time.monotonic() - t0 < 5
+    assert readers[1].is_alive(), "a read of a slot not named was ended"
+    r.lpush("image:jobs", b"x")
+    readers[1].join(timeout=10)
+    assert got["b"] == b"x"
 
 
 def test_worker_registers_again_after_redis_lost_its_data(r, redis_server):

@@ -150,15 +150,18 @@ def describe(url: str) -> str:
     return f"{parts.hostname}:{parts.port or 6379}{tls}, DB: {db}"
 
 
-def connector(url: str, block_timeout: float) -> Callable[[], redis.Redis]:
-    def connect() -> redis.Redis:
+def connector(url: str, block_timeout: float) -> Callable[..., redis.Redis]:
+    def connect(name: str | None = None) -> redis.Redis:
         # The socket timeout outlasts the blocking read, so a BLMOVE returns
         # before the socket gives up; a dropped connection still ends in time.
         # No retries inside redis-py: a BLMOVE it re-sent after a lost reply
         # would take a second job while the first sat unnoticed in the
         # slot's list. The worker sees every error and knows what to re-read.
+        # The name (CLIENT SETNAME, sent again on every reconnect) shows in
+        # CLIENT LIST which slot a connection serves.
         return redis.Redis.from_url(
             url,
+            client_name=name,
             socket_timeout=block_timeout + 10,
             socket_connect_timeout=5,
             health_check_interval=30,

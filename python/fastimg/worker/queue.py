@@ -157,6 +157,19 @@ class Queue:
             moved.append(cast(bytes, raw))
         return moved
 
+    def unblock(self, worker_ids: list[str]) -> None:
+        """End the blocking reads of these slots now, as if they had timed out.
+        Their connections are found by name (see ``connector``). A user whose
+        ACL denies CLIENT gets nothing done here: the reads then end on their
+        timeout."""
+        names = set(worker_ids)
+        try:
+            for client in self.conn.client_list():
+                if client.get("name") in names:
+                    self.conn.client_unblock(int(client["id"]))
+        except redis.ResponseError:
+            pass
+
     # -- leases ----------------------------------------------------------
     def beat(self, worker_ids: list[str], ttl_ms: int) -> None:
         """Renew the slots' leases and (re-)register them. Registering on every

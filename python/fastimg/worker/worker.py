@@ -92,7 +92,7 @@ def _job_id(raw: bytes) -> str:
 
 
 class Worker:
-    def __init__(self, connect: Callable[[], redis.Redis], config: Config) -> None:
+    def __init__(self, connect: Callable[..., redis.Redis], config: Config) -> None:
         self.connect = connect
         self.config = config
         token = secrets.token_hex(3)
@@ -123,7 +123,7 @@ class Worker:
 
     def _slot_loop(self, index: int) -> None:
         name, wid = f"WORKER-{index}", self.ids[index]
-        queue = Queue(self.connect(), self.config.done_cap, self.config.failed_cap)
+        queue = Queue(self.connect(wid), self.config.done_cap, self.config.failed_cap)
         backoff = _Backoff()
         check_held = True  # at start and after a connection error, our list may hold a job
         _say(name, "Started")
@@ -137,8 +137,12 @@ class Worker:
                         raw = held[0]
                         _say(name, f"Resuming job {_job_id(raw)} found in this slot's in-flight list")
                 if raw is None:
+                    # Flagged before the stop check: once _exit sees no flag
+                    # after the stop began, no slot can take a job any more.
                     self._taking[index] = True
                     try:
+                        if self.stopping.is_set():
+                            break
                         raw = queue.take(wid, self.config.block_timeout)
                     finally:
                         self._taking[index] = False
@@ -426,15 +430,20 @@ class Worker:
             self.writer.close()  # from here on no output lands and no temporary file stays
         left = False
         backoff = _Backoff()
-        settle = time.monotonic() + min(1.5, self.config.block_timeout)
-        for _ in range(50):
+        settle = time.monotonic() + self.config.block_timeout + 0.5
+        for _ in range(200):
             try:
+                # A slot still in its blocking read could take a job given back
+                # here, so the flags are read first, the reads are ended, and
+                # the round repeats until one began with no slot reading.
+                reading = [wid for wid, taking in zip(self.ids, self._taking, strict=True) if taking]
+                if reading:
+                    queue.unblock(reading)
                 for wid in self.ids:
                     for raw in queue.give_back(wid):
                         _say("MAIN", f"Put job {_job_id(raw)} held by {wid} back at the head of {keys.JOBS}")
-                # A slot still in its blocking read can receive a job until the read times out.
-                if any(self._taking) and time.monotonic() < settle:
-                    time.sleep(0.05)
+                if reading and time.monotonic() < settle:
+                    time.sleep(0.01)
                     continue
                 queue.unregister(self.ids)
                 left = any(queue.held(wid) for wid in self.ids)
