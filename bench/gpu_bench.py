@@ -5,7 +5,9 @@ kernels plus their per-call launch, allocation from the pool and
 synchronisation, not the bus (the weight tables are on the device after the
 warm-up call). Bandwidth counts the bytes each operation must read and write
 once; the device's own copy bandwidth (a device-to-device copy, timed with
-CUDA events through PyTorch when it is installed) is the yardstick.
+CUDA events through PyTorch when it is installed) is the yardstick. The
+upload and download rows time the bus instead (through the pinned staging
+buffers), beside PyTorch's copy from and to a pageable tensor.
 """
 
 from __future__ import annotations
@@ -61,6 +63,18 @@ def torch_side_by_side(img: np.ndarray):
         return []
     x = torch.from_numpy(img).cuda().permute(2, 0, 1)[None].float()
     rows = []
+    pageable = torch.from_numpy(img)
+    on_device = pageable.cuda()
+
+    def upload():
+        pageable.cuda()
+        torch.cuda.synchronize()
+
+    def download():
+        on_device.cpu()
+
+    rows.append(("torch upload 12MP (pageable)", median_seconds(upload)))
+    rows.append(("torch download 12MP (pageable)", median_seconds(download)))
 
     def resize():
         F.interpolate(x, size=(240, 320), mode="bicubic", antialias=True).clamp_(0, 255).to(torch.uint8)
@@ -107,6 +121,13 @@ def main() -> None:
         bw = nbytes / t
         share = f"{100 * bw / copy:.0f}%" if copy else "n/a"
         print(f"{name:<38} {t * 1e3:>10.3f} {bw / 1e9:>8.0f} {share:>10}")
+    bus = [
+        ("upload 12MP (host to device)", lambda: fastimg.Image(img, backend="cuda")),
+        ("download 12MP (device to host)", src.numpy),
+    ]
+    for name, fn in bus:
+        t = median_seconds(fn)
+        print(f"{name:<38} {t * 1e3:>10.3f} {n / t / 1e9:>8.1f} {'bus':>10}")
     for name, t in torch_side_by_side(img):
         print(f"{name:<38} {t * 1e3:>10.3f}")
 

@@ -1,6 +1,7 @@
 """What only the host emulation of the CUDA source (FASTIMG_CUDA=EMU) can
 provoke: out-of-memory at every allocation, a memory limit, a sticky device
-error, a GPU without a kernel image for it, and a missing wait between streams. tests/emu/run.sh runs these
+error, a GPU without a kernel image for it, a missing wait between streams,
+and a pinned buffer reused before its copy ran. tests/emu/run.sh runs these
 under ASan and UBSan; any other build skips them."""
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
+import numpy as np
 import pytest
 from test_kernels import chain, colour_diff
 
@@ -65,6 +68,30 @@ def test_weight_tables_are_uploaded_once_per_geometry(rng, monkeypatch):
     monkeypatch.setenv("FASTIMG_EMU_OOM_AT", "3")
     with pytest.raises(fastimg.DeviceOutOfMemory):
         fastimg.resize(img, (23, 41), backend="cuda")
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_a_thread_whose_staging_buffers_cannot_be_made_tries_again(rng, monkeypatch, k):
+    # A thread's first copy makes its two pinned buffers: allocations 2 and 3
+    # after its image's. One failing is out-of-memory, and the next copy on
+    # that thread makes them again.
+    img = rng.image(45, 67, 3)
+    seen: list = []
+
+    def first_copies() -> None:
+        try:
+            fastimg.Image(img, backend="cuda")
+        except fastimg.DeviceOutOfMemory as e:
+            seen.append(e)
+        os.environ["FASTIMG_EMU_OOM_AT"] = "0"
+        seen.append(fastimg.Image(img, backend="cuda").numpy())
+
+    monkeypatch.setenv("FASTIMG_EMU_OOM_AT", str(k))
+    t = threading.Thread(target=first_copies)
+    t.start()
+    t.join()
+    assert isinstance(seen[0], fastimg.DeviceOutOfMemory) and "cudaMallocHost" in str(seen[0])
+    np.testing.assert_array_equal(seen[1], img)
 
 
 def test_device_name_says_emulated():
@@ -191,3 +218,28 @@ def test_a_use_on_another_stream_without_the_wait_is_caught():
     unordered = run_python(script, FASTIMG_EMU_SKIP_WAITS="1")
     assert unordered.returncode != 0, unordered.stdout + unordered.stderr
     assert "with no event waited for nor synchronisation ordering it" in unordered.stderr
+
+
+def test_a_pinned_buffer_reused_too_early_is_caught():
+    # The emulation defers copies with pinned memory until the host waits for
+    # them, so a staging buffer refilled before its copy ran sends the wrong
+    # bytes: without the waits, an image of four chunks comes back changed.
+    script = """
+        import os
+        import numpy as np
+        import fastimg
+
+        assert fastimg.backends().default == "cuda"  # probed with every wait in place
+        os.environ["FASTIMG_EMU_SKIP_EVENT_SYNCS"] = "{skip}"
+        img = np.random.default_rng(4).integers(0, 256, (2000, 2300, 3), np.uint8)
+        back = fastimg.Image(img, backend="cuda").numpy()
+        print("chunks that came back changed:", sum(
+            not np.array_equal(a, b) for a, b in zip(np.array_split(back.ravel(), 4), np.array_split(img.ravel(), 4))
+        ))
+    """
+    waited = run_python(script.format(skip=0))
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "came back changed: 0" in waited.stdout
+    unwaited = run_python(script.format(skip=1))
+    assert unwaited.returncode == 0, unwaited.stdout + unwaited.stderr
+    assert "came back changed: 0" not in unwaited.stdout, unwaited.stdout

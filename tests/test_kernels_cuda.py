@@ -100,6 +100,18 @@ def test_image_without_copy_on_gpu_is_uploaded(rng):
     assert colour_diff(gpu.resize((20, 11)).numpy(), want) <= 1
 
 
+# Copies go through two 4 MiB pinned buffers per thread, a chunk at a time:
+# one byte, one chunk exactly, one byte more (5 x 838861), three and four.
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2048, 2048, 1), (5, 838861, 1), (1543, 1811, 3), (1201, 2999, 4)])
+def test_copies_of_any_number_of_chunks_arrive_whole(rng, shape):
+    img = rng.image(*shape)
+    on_gpu = fastimg.Image(img, backend="cuda")
+    np.testing.assert_array_equal(on_gpu.numpy(), img)
+    # The upload on its own: a kernel reads it, and quantize is exact.
+    got = on_gpu.quantize(7, dither=True).numpy()
+    np.testing.assert_array_equal(got, fastimg.quantize(img, 7, dither=True, backend="cpu"))
+
+
 @pytest.mark.parametrize("name", PHOTOS)
 def test_photos_gpu_equals_cpu(name):
     img = load_photo(name)

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
@@ -68,9 +69,20 @@ struct Event {
   Clock clock;  // of the stream it was last recorded on; empty before
 };
 
+// A copy with pinned host memory, queued on its stream until something waits
+// for it (see cuda_emu.h).
+struct Pending {
+  long at;  // its stream's clock at the copy
+  void* dst;
+  const void* src;
+  size_t bytes;
+};
+
 struct Device {
   std::mutex mutex;
   std::map<uintptr_t, Allocation> allocations;  // by start
+  std::map<uintptr_t, size_t> pinned;           // host buffers by start: their sizes
+  std::map<int, std::deque<Pending>> pending;   // by stream, oldest first
   size_t live = 0;
   Injection oom{"FASTIMG_EMU_OOM_AT"};
   Injection fault{"FASTIMG_EMU_STICKY_AT"};
@@ -102,6 +114,29 @@ struct Device {
                  call, self, a.writer, a.written_at);
     std::abort();
   }
+
+  bool is_pinned(const void* p, size_t bytes) {
+    const auto a = reinterpret_cast<uintptr_t>(p);
+    auto it = pinned.upper_bound(a);
+    if (it == pinned.begin()) return false;
+    --it;
+    return a - it->first + bytes <= it->second;
+  }
+
+  // Runs the queued copies of `stream` up to its operation `upto`.
+  void run_pending(int stream, long upto) {
+    auto& q = pending[stream];
+    while (!q.empty() && q.front().at <= upto) {
+      std::memcpy(q.front().dst, q.front().src, q.front().bytes);
+      q.pop_front();
+    }
+  }
+  // Everything an event was recorded after, on every stream it orders.
+  void run_pending(const Clock& clock) {
+    for (const auto& [stream, at] : clock) run_pending(stream, at);
+  }
+  // Before any other operation of this thread's stream: stream order.
+  void run_own_pending() { run_pending(this_stream(), LONG_MAX); }
 
   void write(Allocation& a) {
     a.writer = this_stream();
@@ -259,6 +294,7 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
                  p);
     std::abort();
   }
+  d.run_own_pending();
   // After a sticky error nothing runs any more, so nothing can race.
   if (err == cudaSuccess) d.check_ordered(it->second, "cudaFreeAsync");
   // Released even after a sticky error, so that a long run does not leak.
@@ -280,7 +316,16 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
     const void* host = kind == cudaMemcpyHostToDevice ? src : dst;
     if (device == nullptr || d.holds(host, 1)) return fail(cudaErrorInvalidValue);
     d.check_ordered(*device, "cudaMemcpyAsync");
-    if (kind == cudaMemcpyHostToDevice) d.write(*device);
+    const int self = this_stream();
+    if (kind == cudaMemcpyHostToDevice)
+      d.write(*device);
+    else
+      ++this_clock[self];
+    if (d.is_pinned(host, bytes)) {
+      d.pending[self].push_back({this_clock[self], dst, src, bytes});
+      return cudaSuccess;
+    }
+    d.run_own_pending();
   }
   std::memcpy(dst, src, bytes);
   return cudaSuccess;
@@ -290,7 +335,54 @@ cudaError_t cudaStreamSynchronize(cudaStream_t) {
   if (const cudaError_t err = enter()) return err;
   Device& d = device();
   const std::lock_guard<std::mutex> lock(d.mutex);
+  d.run_own_pending();
   d.completed[this_stream()] = this_clock[this_stream()];
+  return cudaSuccess;
+}
+
+// Pinned host memory: plain host memory that copies treat as asynchronous.
+// It is not device memory, so only the injected failure applies to it.
+cudaError_t cudaMallocHost(void** p, size_t bytes) {
+  if (const cudaError_t err = enter()) return err;
+  if (p == nullptr) return fail(cudaErrorInvalidValue);
+  Device& d = device();
+  const std::lock_guard<std::mutex> lock(d.mutex);
+  if (d.oom.fires()) return fail(cudaErrorMemoryAllocation);
+  void* q = std::malloc(bytes > 0 ? bytes : 1);
+  if (q == nullptr) return fail(cudaErrorMemoryAllocation);
+  std::memset(q, 0xFF, bytes);
+  d.pinned[reinterpret_cast<uintptr_t>(q)] = bytes;
+  *p = q;
+  return cudaSuccess;
+}
+
+// As on a GPU, the free waits for the whole device first: every queued copy
+// runs. Allowed after a sticky error, so that nothing leaks.
+cudaError_t cudaFreeHost(void* p) {
+  const cudaError_t err = enter();
+  Device& d = device();
+  const std::lock_guard<std::mutex> lock(d.mutex);
+  const auto it = d.pinned.find(reinterpret_cast<uintptr_t>(p));
+  if (it == d.pinned.end()) {
+    std::fprintf(stderr, "fastimg CUDA emulation: cudaFreeHost(%p) of no live pinned buffer\n", p);
+    std::abort();
+  }
+  for (auto& [stream, q] : d.pending) d.run_pending(stream, LONG_MAX);
+  d.pinned.erase(it);
+  std::free(p);
+  return err;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (const cudaError_t err = enter()) return err;
+  Device& d = device();
+  const std::lock_guard<std::mutex> lock(d.mutex);
+  const Event* e = d.event(event, "cudaEventSynchronize");
+  if (e == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  if (env_long("FASTIMG_EMU_SKIP_EVENT_SYNCS", 0) != 0) return cudaSuccess;
+  d.run_pending(e->clock);
+  // What the event was recorded after has completed, as after a synchronisation.
+  for (const auto& [stream, at] : e->clock) d.completed[stream] = std::max(d.completed[stream], at);
   return cudaSuccess;
 }
 
@@ -325,6 +417,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned flags)
   if (e == nullptr) return fail(cudaErrorInvalidResourceHandle);
   if (flags != 0) return fail(cudaErrorInvalidValue);
   if (env_long("FASTIMG_EMU_SKIP_WAITS", 0) != 0) return cudaSuccess;
+  d.run_pending(e->clock);  // the GPU would run them before anything queued after the wait
   for (const auto& [stream, at] : e->clock) this_clock[stream] = std::max(this_clock[stream], at);
   return cudaSuccess;
 }
@@ -372,6 +465,7 @@ bool begin_launch(dim3 grid, dim3 block, const void* const* pointers, const bool
   }
   Device& d = device();
   const std::lock_guard<std::mutex> lock(d.mutex);
+  d.run_own_pending();
   bool faults = d.fault.fires();
   // A host pointer given to a kernel faults on a GPU; here it would work.
   for (size_t i = 0; i < n_pointers; ++i) {

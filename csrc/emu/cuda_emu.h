@@ -17,6 +17,18 @@
 //                               has no kernel image for
 //   FASTIMG_EMU_SKIP_WAITS=1    cudaStreamWaitEvent orders nothing, as if the
 //                               call were missing: the ordering check fires
+//   FASTIMG_EMU_SKIP_EVENT_SYNCS=1  cudaEventSynchronize waits for nothing, as
+//                               if the call were missing: pinned buffers are
+//                               reused too early and the pixels come out wrong
+//
+// Copies between device memory and pinned host memory (cudaMallocHost) are
+// asynchronous on a GPU: the host may not touch the buffer until an event
+// recorded after the copy has completed. The emulation defers them for that
+// reason: such a copy runs only when the host waits for it (an event
+// synchronised or waited for, the stream synchronised) or when a later
+// operation of its stream other than another such copy needs it. A host that
+// reuses a buffer too early therefore sends or reads the wrong bytes. Copies
+// with pageable host memory run at once, as the real runtime's do.
 //
 // Streams: each host thread's default stream is one stream. The emulation runs
 // them synchronously, so it cannot race, but it checks that the CUDA calls
@@ -105,6 +117,9 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t stream);
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaMallocHost(void** p, size_t bytes);
+cudaError_t cudaFreeHost(void* p);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags);
