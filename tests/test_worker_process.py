@@ -254,7 +254,8 @@ def test_worker_survives_redis_restart(uploads):
 WORKER_ACL = (
     "on >workerpw ~image:* resetchannels &image:events -@all +blmove +lmove +lrange +lrem +lpush +rpush "
     "+ltrim +llen +zadd +zrangebyscore +zrem +set +exists +del +sadd +srem +smembers "
-    "+evalsha +eval +script|load +multi +exec +select +ping +hset +expire +publish +lindex +scan +lpos +get"
+    "+evalsha +eval +script|load +multi +exec +select +ping +hset +expire +publish +lindex +scan +lpos +get "
+    "+client|setname +client|list +client|unblock"
 )
 
 
@@ -271,6 +272,9 @@ def test_worker_runs_with_password_and_acl_user(uploads):
         }
         p = start_worker("-workers", "1", env=env)
         wait_for(lambda: admin.llen("image:done") + admin.llen("image:failed"), timeout=30)
+        # The slot's connection carries the slot's id (docs/worker.md, Signals).
+        slots = {wid.decode() for wid in admin.smembers("image:workers")}
+        assert slots and slots <= {c["name"] for c in admin.client_list()}, admin.client_list()
         p.send_signal(signal.SIGTERM)
         out = p.communicate(timeout=30)[0]
         assert p.returncode == 0, out

@@ -157,11 +157,23 @@ class Queue:
             moved.append(cast(bytes, raw))
         return moved
 
+    def may_unblock(self, name: str) -> bool:
+        """Whether this Redis user may name its connections and end blocking
+        reads (CLIENT SETNAME, LIST and UNBLOCK); names this connection
+        ``name`` on the way."""
+        try:
+            self.conn.client_setname(name)
+            self.conn.client_list()
+            self.conn.client_unblock(0)  # no such client: a no-op where allowed
+        except redis.ResponseError:
+            return False
+        return True
+
     def unblock(self, worker_ids: list[str]) -> None:
         """End the blocking reads of these slots now, as if they had timed out.
-        Their connections are found by name (see ``connector``). A user whose
-        ACL denies CLIENT gets nothing done here: the reads then end on their
-        timeout."""
+        Their connections are found by name (see ``connector``), so this is
+        for a user :meth:`may_unblock` allowed; should the ACL change since,
+        the reads end on their timeout instead."""
         names = set(worker_ids)
         try:
             for client in self.conn.client_list():

@@ -103,6 +103,9 @@ class Worker:
         self.hard_stop = threading.Event()  # second signal, or shutdown timeout
         self._threads: list[threading.Thread | None] = [None] * config.workers
         self._taking = [False] * config.workers  # in a blocking read: may still receive a job
+        # The slots' connections carry their ids as names, so that a hard stop
+        # can end their reads, where the Redis user may (run() finds out).
+        self._named = False
         self.metrics = Metrics()
         self.encoders = encoder_pool()
         self.writer = Writer(durable=config.durable)
@@ -123,7 +126,7 @@ class Worker:
 
     def _slot_loop(self, index: int) -> None:
         name, wid = f"WORKER-{index}", self.ids[index]
-        queue = Queue(self.connect(wid), self.config.done_cap, self.config.failed_cap)
+        queue = Queue(self.connect(wid if self._named else None), self.config.done_cap, self.config.failed_cap)
         backoff = _Backoff()
         check_held = True  # at start and after a connection error, our list may hold a job
         _say(name, "Started")
@@ -354,6 +357,7 @@ class Worker:
         while True:  # leases first: a slot must never hold a job without one
             try:
                 queue.beat(self.ids, ttl_ms)
+                self._named = queue.may_unblock(self.ids[0].rpartition("-")[0] + "-main")
                 self.registered = True
                 break
             except redis.RedisError as e:
@@ -431,19 +435,20 @@ class Worker:
         left = False
         backoff = _Backoff()
         settle = time.monotonic() + self.config.block_timeout + 0.5
-        for _ in range(200):
+        errors = 0
+        while errors < 50:
             try:
                 # A slot still in its blocking read could take a job given back
                 # here, so the flags are read first, the reads are ended, and
                 # the round repeats until one began with no slot reading.
                 reading = [wid for wid, taking in zip(self.ids, self._taking, strict=True) if taking]
-                if reading:
+                if reading and self._named:
                     queue.unblock(reading)
                 for wid in self.ids:
                     for raw in queue.give_back(wid):
                         _say("MAIN", f"Put job {_job_id(raw)} held by {wid} back at the head of {keys.JOBS}")
                 if reading and time.monotonic() < settle:
-                    time.sleep(0.01)
+                    time.sleep(0.01 if self._named else 0.05)
                     continue
                 queue.unregister(self.ids)
                 left = any(queue.held(wid) for wid in self.ids)
@@ -452,6 +457,7 @@ class Worker:
                 # The leases expire on their own; any live worker then recovers the jobs.
                 _say("MAIN", f"Redis error while stopping ({e})")
                 left = True
+                errors += 1
                 time.sleep(backoff.next())
         if self.health:
             self.health.close()
