@@ -132,6 +132,7 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.def("cuda_lost", [] { return fi::cuda_status().lost; });
+  m.def("cpu_target", [] { return std::string(fi::cpu_target()); });
 
   m.def(
       "resize",

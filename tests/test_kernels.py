@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -332,6 +335,27 @@ def test_backends_report():
         with pytest.raises(fastimg.BackendUnavailableError, match="cuda"):
             fastimg.Image(np.zeros((4, 4), np.uint8), backend="cuda")
     assert info.describe()
+
+
+# The CPU engine is compiled for three targets and runs on the best the CPU
+# has; FASTIMG_CPU_TARGET caps it, so the narrower ones are checked against
+# the float64 reference here too, each in a process of its own.
+@pytest.mark.parametrize("target", ["baseline", "x86-64-v3"])
+def test_every_cpu_target_matches_the_reference(target):
+    env = {**os.environ, "FASTIMG_CPU_TARGET": target}
+    probe = [sys.executable, "-c", "import fastimg; print(fastimg.backends().cpu_target)"]
+    got = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=60).stdout.strip()
+    assert got == target or (target == "x86-64-v3" and got == "baseline"), got  # at most the cap
+    tests = "(reference or alpha or every_output_pixel or non_contiguous) and not every_cpu_target"
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-k", tests],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert " passed" in res.stdout
 
 
 def test_kernels_release_the_gil():

@@ -6,102 +6,123 @@
 // Vertical pass first: for the large downscales of a thumbnailer it shrinks
 // the row count before the horizontal pass, whose blocks must be transposed.
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels.h"
 
-// One build runs well everywhere: the hot entry point is compiled for
-// x86-64-v4 (AVX-512), v3 (AVX2+FMA) and the baseline, and the loader picks
-// the best the CPU supports. Everything it calls is FI_INLINE: a helper left
-// out of line is compiled for the baseline only (measured: 3x slower).
+// One build runs well everywhere: the engine is compiled three times, for
+// x86-64-v4 (AVX-512) on 16-float vectors, x86-64-v3 (AVX2+FMA) on 8 and the
+// baseline on 4, each vector one register of its target, and separable_any
+// picks the best the CPU supports. (One 16-float vector type in every clone
+// was 15-20x slower on AVX2: GCC keeps vectors wider than the target's
+// registers in memory.) Everything the entry points call is FI_INLINE: a
+// helper left out of line is compiled for the baseline only.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FI_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define FI_X86_TARGETS 1
 #define FI_INLINE __attribute__((always_inline)) inline
 #else
-#define FI_CPU_CLONES
 #define FI_INLINE inline
 #endif
 
 namespace fi {
 namespace {
 
-// 16 floats as one value: GCC and Clang compile its arithmetic to one
-// AVX-512 instruction, two AVX2 ones or four SSE ones, as the clone allows.
-typedef float Vec16 __attribute__((vector_size(64)));
-typedef int32_t VecI16 __attribute__((vector_size(64)));
-typedef uint8_t VecU8x16 __attribute__((vector_size(16)));
+// The vectors of one target: L floats (one register), L int32 for rounding,
+// L bytes for 8-bit pixels.
+template <int L>
+struct Simd {
+  typedef float F __attribute__((vector_size(4 * L)));
+  typedef int32_t I __attribute__((vector_size(4 * L)));
+  typedef uint8_t U8 __attribute__((vector_size(L)));
+};
 
-// The 16-lane vector of an image element type.
-template <class T>
-struct Lanes16;
-template <>
-struct Lanes16<float> {
-  typedef Vec16 V;
+// The L-lane vector of an image element type.
+template <int L, class T>
+struct LanesOf {
+  typedef typename Simd<L>::F V;
 };
-template <>
-struct Lanes16<uint8_t> {
-  typedef VecU8x16 V;
+template <int L>
+struct LanesOf<L, uint8_t> {
+  typedef typename Simd<L>::U8 V;
 };
+
+template <class V>
+constexpr int lanes() {
+  return static_cast<int>(sizeof(V) / sizeof(V{}[0]));
+}
 
 // Vectors move to and from memory only through these: buffers are not
-// 64-byte aligned, and a dereferenced vector pointer lets the compiler
-// assume they are (an aligned() attribute on the typedef is dropped when the
-// type passes through a template).
+// aligned to the vector size, and a dereferenced vector pointer lets the
+// compiler assume they are (an aligned() attribute on the typedef is dropped
+// when the type passes through a template).
 template <class V, class T>
-FI_INLINE V load16(const T* p) {
+FI_INLINE V loadv(const T* p) {
   V v;
   __builtin_memcpy(&v, p, sizeof v);
   return v;
 }
 
 template <class V, class T>
-FI_INLINE void store16(T* p, const V& v) {
+FI_INLINE void storev(T* p, const V& v) {
   __builtin_memcpy(p, &v, sizeof v);
 }
 
-// 16 rows of 16 values (floats or bytes), transposed in registers: four
-// rounds of interleaving row i with row i + 8 move every element to its
+// The first (Hi = 0) or second half of a and b, interleaved lane by lane.
+template <int Hi, class V, size_t... J>
+FI_INLINE V interleave(const V& a, const V& b, std::index_sequence<J...>) {
+  constexpr int n = lanes<V>();
+  return __builtin_shufflevector(a, b, (Hi * n / 2 + J / 2 + (J % 2) * n)...);
+}
+
+// L rows of L values (floats or bytes), transposed in registers: log2(L)
+// rounds of interleaving row i with row i + L/2 move every element to its
 // transposed place.
 template <class V>
-FI_INLINE void transpose16(V m[16]) {
-  for (int round = 0; round < 4; ++round) {
-    V t[16];
-    for (int i = 0; i < 8; ++i) {
-      t[2 * i] = __builtin_shufflevector(m[i], m[i + 8], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21,
-                                         6, 22, 7, 23);
-      t[2 * i + 1] = __builtin_shufflevector(m[i], m[i + 8], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28,
-                                             13, 29, 14, 30, 15, 31);
+FI_INLINE void transpose(V* m) {
+  constexpr int n = lanes<V>();
+  const auto idx = std::make_index_sequence<n>();
+  for (int round = 1; round < n; round *= 2) {
+    V t[n];
+    for (int i = 0; i < n / 2; ++i) {
+      t[2 * i] = interleave<0>(m[i], m[i + n / 2], idx);
+      t[2 * i + 1] = interleave<1>(m[i], m[i + n / 2], idx);
     }
-    for (int i = 0; i < 16; ++i) m[i] = t[i];
+    for (int i = 0; i < n; ++i) m[i] = t[i];
   }
 }
 
-// Premultiplies four RGBA pixels in place.
-FI_INLINE void premultiply4(float* q) {
-  const Vec16 v = load16<Vec16>(q);
-  const Vec16 a =
-      __builtin_shufflevector(v, v, 3, 3, 3, 3, 7, 7, 7, 7, 11, 11, 11, 11, 15, 15, 15, 15);
-  // Colour lanes from the product, alpha lanes (19, 23, ...) kept.
-  store16(q, __builtin_shufflevector(premultiply(v, a), v, 0, 1, 2, 19, 4, 5, 6, 23, 8, 9, 10, 27,
-                                     12, 13, 14, 31));
+// Premultiplies the L / 4 RGBA pixels of one vector in place.
+template <class V, size_t... J>
+FI_INLINE void premultiply_rgba(float* q, std::index_sequence<J...>) {
+  constexpr int n = lanes<V>();
+  const V v = loadv<V>(q);
+  const V a = __builtin_shufflevector(v, v, (J / 4 * 4 + 3)...);
+  // Colour lanes from the product, alpha lanes (the second operand's) kept.
+  storev(q, __builtin_shufflevector(premultiply(v, a), v, (J % 4 == 3 ? n + J : J)...));
 }
 
-// Rows per block of the horizontal pass, which transposes a block so that one
-// column of its rows is one Vec16.
-constexpr int kRows = 16;
 // Pixels per column strip of the vertical pass.
 constexpr int kStrip = 256;
-// Vec16 sums the vertical pass keeps in registers: enough independent FMA
+// Vector sums the vertical pass keeps in registers: enough independent FMA
 // chains to cover the FMA latency.
 constexpr int kVecs = 8;
-constexpr int kLanes = 16 * kVecs;
 
-// One separable stage. In and Out are uint8_t (8-bit pixels, straight alpha)
-// or float (premultiplied sums between the stages of a chain, not rounded).
-template <int C, class In, class Out>
+// One separable stage on L-lane vectors. In and Out are uint8_t (8-bit
+// pixels, straight alpha) or float (premultiplied sums between the stages of
+// a chain, not rounded).
+template <int L, int C, class In, class Out>
 class Separable {
+  typedef typename Simd<L>::F Vec;
+  // Rows per block of the horizontal pass, which transposes a block so that
+  // one column of its rows is one vector.
+  static constexpr int kRows = L;
+  static constexpr int kLanes = L * kVecs;
+
  public:
   Separable(const In* src, Dims in, PassView hp, PassView vp, Out* dst)
       : src_(src), in_(in), hp_(hp), vp_(vp), dst_(dst), row_len_(static_cast<size_t>(in.w) * C),
@@ -150,7 +171,8 @@ class Separable {
           for (int i = 0; i < n; ++i) load_u8<1>(p + i, q + i);
           if (C == 4) {
             int i = 0;
-            for (; i + 4 <= npx; i += 4) premultiply4(q + 4 * i);
+            for (; i + L / 4 <= npx; i += L / 4)
+              premultiply_rgba<Vec>(q + 4 * i, std::make_index_sequence<L>());
             for (; i < npx; ++i) load_u8<4>(p + 4 * i, q + 4 * i);
           }
         }
@@ -158,10 +180,10 @@ class Separable {
       const float* w = vp_.weights + static_cast<size_t>(y) * taps;
       float* out = &rows_[(y - y0) * row_len_ + static_cast<size_t>(x0) * C];
       for (int i0 = 0; i0 < n; i0 += kLanes) {
-        Vec16 acc[kVecs] = {};
+        Vec acc[kVecs] = {};
         for (int k = 0; k < taps; ++k) {
           const float* q = window_[k] + i0;
-          for (int v = 0; v < kVecs; ++v) acc[v] += w[k] * load16<Vec16>(q + 16 * v);
+          for (int v = 0; v < kVecs; ++v) acc[v] += w[k] * loadv<Vec>(q + L * v);
         }
         // Lanes past n summed the ring's zeros; they are not stored.
         const float* sums = reinterpret_cast<const float*>(acc);
@@ -176,11 +198,11 @@ class Separable {
     const float* row[kRows];
     for (int r = 0; r < kRows; ++r) row[r] = rows + (r < nr ? r : 0) * row_len_;
     size_t i = 0;
-    for (; i + 16 <= row_len_; i += 16) {
-      Vec16 m[kRows];
-      for (int r = 0; r < kRows; ++r) m[r] = load16<Vec16>(row[r] + i);
-      transpose16(m);
-      for (int j = 0; j < 16; ++j) store16(&block_[(i + j) * kRows], m[j]);
+    for (; i + L <= row_len_; i += L) {
+      Vec m[kRows];
+      for (int r = 0; r < kRows; ++r) m[r] = loadv<Vec>(row[r] + i);
+      transpose(m);
+      for (int j = 0; j < L; ++j) storev(&block_[(i + j) * kRows], m[j]);
     }
     for (; i < row_len_; ++i)
       for (int r = 0; r < kRows; ++r) block_[i * kRows + r] = row[r][i];
@@ -192,29 +214,30 @@ class Separable {
     for (int x = 0; x < hp_.n_out; ++x) {
       // Even and odd taps go to separate sums: C chains alone are too few to
       // cover the FMA latency.
-      Vec16 acc[C] = {}, odd[C] = {};
+      Vec acc[C] = {}, odd[C] = {};
       const float* w = hp_.weights + static_cast<size_t>(x) * hp_.taps;
-      // Tap k, channel c: 16 rows at b + (k * C + c) * kRows.
+      // Tap k, channel c: L rows at b + (k * C + c) * kRows.
       const float* b = &block_[static_cast<size_t>(hp_.start[x]) * C * kRows];
       int k = 0;
       for (; k + 1 < hp_.taps; k += 2, b += 2 * C * kRows) {
-        for (int c = 0; c < C; ++c) acc[c] += w[k] * load16<Vec16>(b + c * kRows);
-        for (int c = 0; c < C; ++c) odd[c] += w[k + 1] * load16<Vec16>(b + (C + c) * kRows);
+        for (int c = 0; c < C; ++c) acc[c] += w[k] * loadv<Vec>(b + c * kRows);
+        for (int c = 0; c < C; ++c) odd[c] += w[k + 1] * loadv<Vec>(b + (C + c) * kRows);
       }
       if (k < hp_.taps)
-        for (int c = 0; c < C; ++c) acc[c] += w[k] * load16<Vec16>(b + c * kRows);
-      // Lane r of each vector is row y0 + r: all 16 are finished at once.
-      Vec16 sum[C];
+        for (int c = 0; c < C; ++c) acc[c] += w[k] * loadv<Vec>(b + c * kRows);
+      // Lane r of each vector is row y0 + r: all L are finished at once.
+      Vec sum[C];
       for (int c = 0; c < C; ++c) sum[c] = acc[c] + odd[c];
       Out* o = &out_block_[static_cast<size_t>(x) * C * kRows];
       if constexpr (std::is_same_v<Out, float>) {
-        for (int c = 0; c < C; ++c) store16(o + c * kRows, sum[c]);
+        for (int c = 0; c < C; ++c) storev(o + c * kRows, sum[c]);
       } else {
-        Vec16 out[C];
+        Vec out[C];
         finish<C>(sum, out);
         for (int c = 0; c < C; ++c)
-          store16(o + c * kRows,
-                  __builtin_convertvector(__builtin_convertvector(out[c], VecI16), VecU8x16));
+          storev(o + c * kRows,
+                 __builtin_convertvector(__builtin_convertvector(out[c], typename Simd<L>::I),
+                                         typename Simd<L>::U8));
       }
     }
     store_block(y0, nr);
@@ -222,15 +245,15 @@ class Separable {
 
   // out_block_ transposed back into output rows y0 .. y0 + nr - 1.
   FI_INLINE void store_block(int y0, int nr) {
-    typedef typename Lanes16<Out>::V V;
+    typedef typename LanesOf<L, Out>::V V;
     const size_t len = static_cast<size_t>(hp_.n_out) * C;
     Out* d = dst_ + static_cast<size_t>(y0) * len;
     size_t i = 0;
-    for (; i + 16 <= len; i += 16) {
+    for (; i + L <= len; i += L) {
       V m[kRows];
-      for (int j = 0; j < 16; ++j) m[j] = load16<V>(&out_block_[(i + j) * kRows]);
-      transpose16(m);
-      for (int r = 0; r < nr; ++r) store16(d + r * len + i, m[r]);
+      for (int j = 0; j < L; ++j) m[j] = loadv<V>(&out_block_[(i + j) * kRows]);
+      transpose(m);
+      for (int r = 0; r < nr; ++r) storev(d + r * len + i, m[r]);
     }
     for (; i < len; ++i)
       for (int r = 0; r < nr; ++r) d[r * len + i] = out_block_[i * kRows + r];
@@ -250,12 +273,12 @@ class Separable {
   std::vector<Out> out_block_;  // the block's output, still transposed
 };
 
-template <int C>
+template <int L, int C>
 FI_INLINE void run_stages(const uint8_t* src, Dims in, uint8_t* dst,
                           const std::vector<Stage>& stages) {
   if (stages.size() == 1) {
     const Stage& s = stages[0];
-    return Separable<C, uint8_t, uint8_t>(src, in, s.horizontal.view(), s.vertical.view(), dst)
+    return Separable<L, C, uint8_t, uint8_t>(src, in, s.horizontal.view(), s.vertical.view(), dst)
         .run();
   }
   // Between stages the image stays in premultiplied floats: nothing is
@@ -266,30 +289,67 @@ FI_INLINE void run_stages(const uint8_t* src, Dims in, uint8_t* dst,
     const bool first = i == 0, last = i + 1 == stages.size();
     if (!last) next.resize(static_cast<size_t>(vp.n_out) * hp.n_out * C);
     if (first)
-      Separable<C, uint8_t, float>(src, in, hp, vp, next.data()).run();
+      Separable<L, C, uint8_t, float>(src, in, hp, vp, next.data()).run();
     else if (last)
-      Separable<C, float, uint8_t>(cur.data(), in, hp, vp, dst).run();
+      Separable<L, C, float, uint8_t>(cur.data(), in, hp, vp, dst).run();
     else
-      Separable<C, float, float>(cur.data(), in, hp, vp, next.data()).run();
+      Separable<L, C, float, float>(cur.data(), in, hp, vp, next.data()).run();
     in = {vp.n_out, hp.n_out, C};
     cur.swap(next);
   }
 }
 
-FI_CPU_CLONES void separable_any(const uint8_t* src, Dims in, uint8_t* dst,
-                                 const std::vector<Stage>& stages) {
+template <int L>
+FI_INLINE void separable_on(const uint8_t* src, Dims in, uint8_t* dst,
+                            const std::vector<Stage>& stages) {
   switch (in.c) {
-    case 1: return run_stages<1>(src, in, dst, stages);
-    case 3: return run_stages<3>(src, in, dst, stages);
-    case 4: return run_stages<4>(src, in, dst, stages);
+    case 1: return run_stages<L, 1>(src, in, dst, stages);
+    case 3: return run_stages<L, 3>(src, in, dst, stages);
+    case 4: return run_stages<L, 4>(src, in, dst, stages);
   }
   throw std::invalid_argument("channels must be 1, 3 or 4");
 }
 
+#ifdef FI_X86_TARGETS
+__attribute__((target("arch=x86-64-v4"))) void separable_v4(const uint8_t* src, Dims in,
+                                                            uint8_t* dst,
+                                                            const std::vector<Stage>& stages) {
+  separable_on<16>(src, in, dst, stages);
+}
+
+__attribute__((target("arch=x86-64-v3"))) void separable_v3(const uint8_t* src, Dims in,
+                                                            uint8_t* dst,
+                                                            const std::vector<Stage>& stages) {
+  separable_on<8>(src, in, dst, stages);
+}
+#endif
+
 }  // namespace
 
+const char* cpu_target() {
+  // The best the CPU supports, at most what FASTIMG_CPU_TARGET names: for a
+  // CPU that lowers its clock under AVX-512, and to test every engine on one
+  // machine. Read once.
+  static const char* target = [] {
+#ifdef FI_X86_TARGETS
+    const char* cap = std::getenv("FASTIMG_CPU_TARGET");
+    const std::string want = cap != nullptr ? cap : "";
+    if (want != "baseline" && want != "x86-64-v3" && __builtin_cpu_supports("x86-64-v4"))
+      return "x86-64-v4";
+    if (want != "baseline" && __builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+#endif
+    return "baseline";
+  }();
+  return target;
+}
+
 void cpu_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages) {
-  separable_any(src, in, dst, stages);
+#ifdef FI_X86_TARGETS
+  static const std::string target = cpu_target();
+  if (target == "x86-64-v4") return separable_v4(src, in, dst, stages);
+  if (target == "x86-64-v3") return separable_v3(src, in, dst, stages);
+#endif
+  separable_on<4>(src, in, dst, stages);
 }
 
 void cpu_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither) {

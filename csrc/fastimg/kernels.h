@@ -26,6 +26,9 @@ struct Dims {
 // horizontal.n_out columns and vertical.n_out rows.
 void cpu_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages);
 void cpu_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither);
+// The instruction set the CPU kernels run on: "x86-64-v4" (AVX-512, 16-float
+// vectors), "x86-64-v3" (AVX2, 8) or "baseline" (4).
+const char* cpu_target();
 
 // The CUDA backend's errors; bindings.cpp gives each its Python type.
 struct KernelError : std::runtime_error {

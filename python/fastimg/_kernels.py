@@ -47,6 +47,9 @@ class Backends:
     without it, no driver, no device, no kernel image for the device, or a
     sticky error since start) and is ``None`` when it is. ``cuda_lost`` is true
     once a sticky error has taken CUDA out of use in this process.
+    ``cpu_target`` is the instruction set the CPU kernels run on:
+    ``"x86-64-v4"`` (AVX-512), ``"x86-64-v3"`` (AVX2) or ``"baseline"``; the
+    environment variable ``FASTIMG_CPU_TARGET`` caps it.
     """
 
     available: tuple[str, ...]
@@ -55,12 +58,13 @@ class Backends:
     cuda_device: str | None
     cuda_reason: str | None
     cuda_lost: bool = False
+    cpu_target: str = ""
 
     def describe(self) -> str:
         """One line for logs: the backend in use and, for the CPU, why."""
         if self.default == "cuda":
             return f"CUDA on {self.cuda_device}"
-        return f"CPU (CUDA not in use: {self.cuda_reason})"
+        return f"CPU, {self.cpu_target} (CUDA not in use: {self.cuda_reason})"
 
 
 def backends() -> Backends:
@@ -75,10 +79,11 @@ def backends() -> Backends:
 @functools.cache
 def _backends(lost: bool) -> Backends:
     status = _core.cuda_status()
+    cpu = _core.cpu_target()
     if status["available"]:
-        return Backends(("cuda", "cpu"), "cuda", True, status["device"], None)
+        return Backends(("cuda", "cpu"), "cuda", True, status["device"], None, cpu_target=cpu)
     device = status["device"] or None
-    return Backends(("cpu",), "cpu", bool(status["compiled"]), device, status["reason"], bool(status["lost"]))
+    return Backends(("cpu",), "cpu", bool(status["compiled"]), device, status["reason"], bool(status["lost"]), cpu)
 
 
 def _backend(backend: str | None) -> _core.Backend:
