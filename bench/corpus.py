@@ -247,20 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for c in order:
-        group = [r for r in rows if r["class"] == c]
-        line = f"| {c} | {len(group)} |"
+
+    def table_row(label: str, group: list) -> str:
+        line = f"| {label} | {len(group)} |"
         if not args.no_compare:
             line += f" {sum(bool(r.get('pillow')) for r in group)} |"
         if have_vips:
             line += f" {sum(bool(r.get('vips')) for r in group)} |"
-        print(line)
-    total = f"| all | {len(rows)} |"
-    if not args.no_compare:
-        total += f" {sum(bool(r.get('pillow')) for r in rows)} |"
-    if have_vips:
-        total += f" {sum(bool(r.get('vips')) for r in rows)} |"
-    print(total)
+        return line
+
+    for c in order:
+        print(table_row(c, [r for r in rows if r["class"] == c]))
+    print(table_row("all", rows))
     if args.list:
         for r in rows:
             if r["class"] not in ("ok", "ok*") or r.get("message"):

@@ -105,8 +105,13 @@ def seed_job(uploads: Path, name: str = "a1b2c3d4-photo", ops=("thumbnail", "blu
     src = uploads / "user1" / f"{name}.jpg"
     if not src.exists():
         make_photo(src, seed=zlib.crc32(name.encode()))
+    return job_for(uploads, name, src, ops, **extra)
+
+
+def job_for(uploads: Path, job_id: str, src: Path, ops=("thumbnail",), **extra) -> dict:
+    """A job in the seed's format for the file ``src``, written to user1's processed/."""
     job = {
-        "jobId": name,
+        "jobId": job_id,
         "inputPath": str(src),
         "outputDir": str(uploads / "user1" / "processed"),
         "operations": list(ops),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import WORKER_CMD, png_header_only, push, records, running_worker
+from conftest import WORKER_CMD, job_for, png_header_only, push, records, running_worker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -36,19 +36,6 @@ from fastimg.worker.wire import loads
 def tiny_photo(path: Path, colour=(40, 160, 60), size=(64, 48)) -> Path:
     Image.new("RGB", size, colour).save(path, "JPEG", quality=90)
     return path
-
-
-def job_for(uploads: Path, job_id: str, src: Path, ops=("thumbnail",), **extra) -> dict:
-    job = {
-        "jobId": job_id,
-        "inputPath": str(src),
-        "outputDir": str(uploads / "user1" / "processed"),
-        "operations": list(ops),
-        "timestamp": 1737158400000,
-        "retryCount": 0,
-    }
-    job.update(extra)
-    return job
 
 
 def in_flight(r) -> int:
