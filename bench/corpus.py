@@ -16,7 +16,7 @@ Each file is classified as
   hang        still running after --timeout (killed)
 Files are deduplicated by content; names that are plainly not images (source,
 text, JSON) are skipped. Each child is a fork of this process calling the
-command's own entry point (fastimg.worker.oneshot.main), so a file costs no
+command's own entry point (fastimg.cli.oneshot.main), so a file costs no
 interpreter start-up. pyvips is optional (``pip install pyvips[binary]``)."""
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from pillow_thumbnail import colour_stats, reference_thumbnail  # noqa: E402
 
-from fastimg.worker import oneshot  # noqa: E402
-from fastimg.worker.decode import decode  # noqa: E402
-from fastimg.worker.limits import Limits  # noqa: E402
-from fastimg.worker.outputs import SPEC_V1  # noqa: E402
-from fastimg.worker.render import render  # noqa: E402
+from fastimg.cli import oneshot  # noqa: E402
+from fastimg.image.decode import decode  # noqa: E402
+from fastimg.image.limits import Limits  # noqa: E402
+from fastimg.image.outputs import SPEC_V1  # noqa: E402
+from fastimg.image.render import render  # noqa: E402
 
 NOT_IMAGES = {
     ".md",

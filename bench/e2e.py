@@ -39,13 +39,13 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 import reference  # noqa: E402
 from conftest import DATA, make_12mp  # noqa: E402
 
-from fastimg.worker.decode import decode  # noqa: E402
-from fastimg.worker.jobs import parse_job  # noqa: E402
-from fastimg.worker.limits import Limits  # noqa: E402
-from fastimg.worker.outputs import SPEC_V1  # noqa: E402
-from fastimg.worker.pipeline import encoder_pool, process  # noqa: E402
-from fastimg.worker.render import fit_inside, render  # noqa: E402
-from fastimg.worker.write import encode_webp  # noqa: E402
+from fastimg.image.decode import decode  # noqa: E402
+from fastimg.image.limits import Limits  # noqa: E402
+from fastimg.image.outputs import SPEC_V1  # noqa: E402
+from fastimg.image.pipeline import encoder_pool, process  # noqa: E402
+from fastimg.image.render import fit_inside, render  # noqa: E402
+from fastimg.image.write import encode_webp  # noqa: E402
+from fastimg.queue.jobs import parse_job  # noqa: E402
 
 OPS = ("thumbnail", "blur", "low-quality")
 ENCODERS = encoder_pool()
@@ -162,7 +162,7 @@ def worker_run(files, out: Path, workers: int, reps: int):
         print(f"worker: skipped ({e})")
         return None
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fastimg.worker.cli", "-redis", f"127.0.0.1:{server.port}", "-workers", str(workers)],
+        [sys.executable, "-m", "fastimg.cli.main", "-redis", f"127.0.0.1:{server.port}", "-workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         preexec_fn=lambda: os.sched_setaffinity(0, range(os.cpu_count() or 1)),

@@ -23,9 +23,9 @@ sys.path[:0] = [str(HERE.parent / "tests")]
 
 from conftest import DATA  # noqa: E402
 
-from fastimg.worker.jobs import parse_job  # noqa: E402
-from fastimg.worker.pipeline import encoder_pool, process  # noqa: E402
-from fastimg.worker.write import Writer  # noqa: E402
+from fastimg.image.pipeline import encoder_pool, process  # noqa: E402
+from fastimg.image.write import Writer  # noqa: E402
+from fastimg.queue.jobs import parse_job  # noqa: E402
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def run(files, out: Path, jobs: int, workers: int, env_extra: dict, marks) -> di
     server = RedisServer()
     env = dict(os.environ, **env_extra)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fastimg.worker.cli", "-redis", f"127.0.0.1:{server.port}", "-workers", str(workers)],
+        [sys.executable, "-m", "fastimg.cli.main", "-redis", f"127.0.0.1:{server.port}", "-workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,

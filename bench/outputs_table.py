@@ -22,12 +22,12 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 import reference  # noqa: E402
 from conftest import DATA, make_12mp  # noqa: E402
 
-from fastimg.worker.decode import decode  # noqa: E402
-from fastimg.worker.jobs import parse_job  # noqa: E402
-from fastimg.worker.limits import Limits  # noqa: E402
-from fastimg.worker.outputs import SPEC_V1, apply_overrides  # noqa: E402
-from fastimg.worker.pipeline import encoder_pool, process  # noqa: E402
-from fastimg.worker.render import fit_inside  # noqa: E402
+from fastimg.image.decode import decode  # noqa: E402
+from fastimg.image.limits import Limits  # noqa: E402
+from fastimg.image.outputs import SPEC_V1, apply_overrides  # noqa: E402
+from fastimg.image.pipeline import encoder_pool, process  # noqa: E402
+from fastimg.image.render import fit_inside  # noqa: E402
+from fastimg.queue.jobs import parse_job  # noqa: E402
 
 OPS = ("thumbnail", "blur", "low-quality")
 ENCODERS = encoder_pool()
@@ -85,7 +85,7 @@ def inputs(tmp: Path):
 def peak_rss_mb(path: Path, tmp: Path) -> float:
     # VmHWM, not ru_maxrss: the latter carries the parent's peak across fork and exec.
     code = (
-        "import sys; from fastimg.worker.oneshot import main; main([sys.argv[1], '-o', sys.argv[2], '-j', '1']);"
+        "import sys; from fastimg.cli.oneshot import main; main([sys.argv[1], '-o', sys.argv[2], '-j', '1']);"
         "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
     )
     out = subprocess.run(

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from fastimg.worker.decode import decode
-from fastimg.worker.errors import JobError
-from fastimg.worker.limits import Limits
-from fastimg.worker.outputs import SPEC_V1
+from fastimg.image.decode import decode
+from fastimg.image.errors import JobError
+from fastimg.image.limits import Limits
+from fastimg.image.outputs import SPEC_V1
 
 
 def vips16(path: Path) -> np.ndarray:

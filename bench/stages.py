@@ -45,11 +45,11 @@ def child_stages(path: Path, reps: int) -> dict:
     from PIL import Image, ImageOps
 
     import fastimg
-    from fastimg.worker.decode import decode
-    from fastimg.worker.limits import Limits
-    from fastimg.worker.outputs import SPEC_V1
-    from fastimg.worker.read import read_input
-    from fastimg.worker.write import encode_webp
+    from fastimg.image.decode import decode
+    from fastimg.image.limits import Limits
+    from fastimg.image.outputs import SPEC_V1
+    from fastimg.image.read import read_input
+    from fastimg.image.write import encode_webp
 
     specs = [SPEC_V1[op] for op in OPS]
     data = path.read_bytes()
@@ -96,9 +96,9 @@ def child_loop(path: Path, reps: int) -> dict:
 
 def child_threads(path: Path, reps: int, threads: int) -> dict:
     """ms per job with ``threads`` jobs at a time, and the kernels' share."""
-    from fastimg.worker.jobs import parse_job
-    from fastimg.worker.limits import Limits
-    from fastimg.worker.pipeline import encoder_pool, process
+    from fastimg.image.limits import Limits
+    from fastimg.image.pipeline import encoder_pool, process
+    from fastimg.queue.jobs import parse_job
 
     encoders = encoder_pool()
     with tempfile.TemporaryDirectory() as d:

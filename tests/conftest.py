@@ -134,7 +134,7 @@ def records(client, key: str) -> list:
 @contextmanager
 def running_worker(url: str, **config):
     """gpu-image-worker's Worker in a thread of this process (no signal handlers)."""
-    from fastimg.worker.options import connector
+    from fastimg.cli.options import connector
     from fastimg.worker.worker import Config, Worker
 
     config.setdefault("workers", 1)
@@ -153,4 +153,4 @@ def running_worker(url: str, **config):
         assert not thread.is_alive(), "worker did not stop"
 
 
-WORKER_CMD = [sys.executable, "-m", "fastimg.worker.cli"]
+WORKER_CMD = [sys.executable, "-m", "fastimg.cli.main"]

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastimg.worker.admission import Budget, estimate
-from fastimg.worker.decode import header
-from fastimg.worker.errors import PermanentError
-from fastimg.worker.options import parse_size
-from fastimg.worker.outputs import SPEC_V1
+from fastimg.cli.options import parse_size
+from fastimg.image.admission import Budget, estimate
+from fastimg.image.decode import header
+from fastimg.image.errors import PermanentError
+from fastimg.image.outputs import SPEC_V1
 
 MEASURE = r"""
 import json, resource, sys, tempfile
-from fastimg.worker.jobs import parse_job
-from fastimg.worker.pipeline import encoder_pool, process
-from fastimg.worker.write import Writer
+from fastimg.queue.jobs import parse_job
+from fastimg.image.pipeline import encoder_pool, process
+from fastimg.image.write import Writer
 from PIL import Image
 
 def rss():

@@ -29,8 +29,8 @@ from PIL import Image
 from redis_server import RedisServer, env_without_redis, free_port, wait_for
 from test_worker_process import WORKER_ACL
 
-from fastimg.worker import confine
-from fastimg.worker.wire import loads
+from fastimg.image import confine
+from fastimg.queue.wire import loads
 
 
 def tiny_photo(path: Path, colour=(40, 160, 60), size=(64, 48)) -> Path:
@@ -439,11 +439,11 @@ def test_owner_whose_job_was_taken_over_discards_its_outputs(r, redis_server, up
 
 @pytest.mark.parametrize("openat2", [True, False], ids=["openat2", "no-openat2"])
 def test_a_directory_swapped_for_a_symlink_after_the_check_is_refused_at_open(tmp_path, monkeypatch, openat2):
-    from fastimg.worker.errors import PermanentError
-    from fastimg.worker.jobs import parse_job
-    from fastimg.worker.limits import Limits
-    from fastimg.worker.read import read_input
-    from fastimg.worker.write import Writer
+    from fastimg.image.errors import PermanentError
+    from fastimg.image.limits import Limits
+    from fastimg.image.read import read_input
+    from fastimg.image.write import Writer
+    from fastimg.queue.jobs import parse_job
 
     if not openat2:
         monkeypatch.setattr(confine, "use_openat2", False)
@@ -470,7 +470,7 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_is_refused_at_open(tm
 
 
 def test_a_slot_that_dies_anyway_is_restarted_and_counted(r, redis_server, uploads, monkeypatch):
-    from fastimg.worker.queue import Queue
+    from fastimg.queue.queue import Queue
 
     real_take = Queue.take
     calls = []

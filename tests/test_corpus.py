@@ -18,12 +18,12 @@ from conftest import WORKER_CMD, png_header_only
 from PIL import Image, PpmImagePlugin
 from pillow_thumbnail import colour_stats, reference_thumbnail
 
-from fastimg.worker import oneshot
-from fastimg.worker.decode import decode, header, parse_formats
-from fastimg.worker.errors import JobError
-from fastimg.worker.limits import DEFAULT_FORMATS, Limits
-from fastimg.worker.outputs import SPEC_V1
-from fastimg.worker.render import render
+from fastimg.cli import oneshot
+from fastimg.image.decode import decode, header, parse_formats
+from fastimg.image.errors import JobError
+from fastimg.image.limits import DEFAULT_FORMATS, Limits
+from fastimg.image.outputs import SPEC_V1
+from fastimg.image.render import render
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 

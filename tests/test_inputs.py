@@ -17,13 +17,13 @@ from corpus import QUADRANTS, pattern, quadrant_means, save
 from PIL import Image
 from redis_server import wait_for
 
-from fastimg.worker.decode import decode
-from fastimg.worker.errors import JobError
-from fastimg.worker.jobs import parse_job
-from fastimg.worker.limits import Limits
-from fastimg.worker.outputs import SPEC_V1, OutputSpec
-from fastimg.worker.pipeline import process
-from fastimg.worker.render import render
+from fastimg.image.decode import decode
+from fastimg.image.errors import JobError
+from fastimg.image.limits import Limits
+from fastimg.image.outputs import SPEC_V1, OutputSpec
+from fastimg.image.pipeline import process
+from fastimg.image.render import render
+from fastimg.queue.jobs import parse_job
 
 ALL_OPS = ["thumbnail", "blur", "low-quality"]
 

@@ -18,7 +18,7 @@ from conftest import WORKER_CMD, make_photo, push, records, running_worker, seed
 from redis_server import env_without_redis, wait_for
 
 from fastimg.producer import Producer, build_job, detect_image_type, store_upload
-from fastimg.worker import status
+from fastimg.queue import status
 
 NODE_DIR = Path(__file__).parent / "node"
 

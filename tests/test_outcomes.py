@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from fastimg.worker import outcomes, pipeline
-from fastimg.worker.errors import PermanentError, ResourceExhausted, TransientError, io_error
-from fastimg.worker.jobs import parse_job
+from fastimg.image import pipeline
+from fastimg.image.errors import PermanentError, ResourceExhausted, TransientError, io_error
+from fastimg.queue import outcomes
+from fastimg.queue.jobs import parse_job
 
 POLICY = outcomes.Policy(max_retries=2, backoff_base=0.01, backoff_cap=0.02)
 

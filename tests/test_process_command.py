@@ -10,9 +10,9 @@ import pytest
 from conftest import DATA, PHOTOS, WORKER_CMD, make_photo
 from PIL import Image
 
-from fastimg.worker.cli import build_parser
-from fastimg.worker.options import output_spec
-from fastimg.worker.outputs import SPEC_V1, SpecError
+from fastimg.cli.main import build_parser
+from fastimg.cli.options import output_spec
+from fastimg.image.outputs import SPEC_V1, SpecError
 
 
 def run_process(*args: str) -> subprocess.CompletedProcess:

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from fastimg.worker import keys, outcomes, recovery
-from fastimg.worker.errors import PermanentError, TransientError
-from fastimg.worker.jobs import parse_job
-from fastimg.worker.options import connector
-from fastimg.worker.queue import Queue
+from fastimg.cli.options import connector
+from fastimg.image.errors import PermanentError, TransientError
+from fastimg.queue import keys, outcomes, recovery
+from fastimg.queue.jobs import parse_job
+from fastimg.queue.queue import Queue
 
 MAX_RETRIES = 2
 SLOTS = 2

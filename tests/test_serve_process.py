@@ -33,7 +33,7 @@ class ServeProcess:
         self, args: list[str], env: dict | None = None, cwd: Path | None = None, start_timeout: float = 60
     ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastimg.worker.cli", "serve", "--port", "0", *args],
+            [sys.executable, "-m", "fastimg.cli.main", "serve", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -288,7 +288,7 @@ def test_slow_clients_are_cut_off(redis_server, tmp_path):
 
 def test_serve_refusals_at_start(tmp_path, redis_server):
     refused = subprocess.run(
-        [sys.executable, "-m", "fastimg.worker.cli", "serve", "--embedded", "-redis", redis_server.url],
+        [sys.executable, "-m", "fastimg.cli.main", "serve", "--embedded", "-redis", redis_server.url],
         capture_output=True,
         text=True,
         timeout=60,
@@ -301,7 +301,7 @@ def test_serve_refusals_at_start(tmp_path, redis_server):
         busy.listen()
         port = busy.getsockname()[1]
         taken = subprocess.run(
-            [sys.executable, "-m", "fastimg.worker.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+            [sys.executable, "-m", "fastimg.cli.main", "serve", "--port", str(port), "--data-dir", str(tmp_path)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -13,10 +13,10 @@ from conftest import make_photo, push, records, running_worker, seed_job
 from PIL import Image
 from redis_server import wait_for
 
-from fastimg.worker.limits import Limits
-from fastimg.worker.options import connector
-from fastimg.worker.outcomes import RECORD_FIELDS
-from fastimg.worker.queue import Queue
+from fastimg.cli.options import connector
+from fastimg.image.limits import Limits
+from fastimg.queue.outcomes import RECORD_FIELDS
+from fastimg.queue.queue import Queue
 
 
 def lists(r) -> dict:

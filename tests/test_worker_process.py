@@ -16,8 +16,8 @@ from conftest import WORKER_CMD, push, records, seed_job
 from PIL import Image
 from redis_server import RedisServer, env_without_redis, wait_for
 
-from fastimg.worker.cli import build_parser
-from fastimg.worker.options import redis_url
+from fastimg.cli.main import build_parser
+from fastimg.cli.options import redis_url
 
 
 def start_worker(*args: str, env: dict | None = None) -> subprocess.Popen:

@@ -23,10 +23,10 @@ from typing import BinaryIO
 
 import redis
 
-from .worker import keys, status
-from .worker.outputs import OPERATIONS
-from .worker.sniff import IMAGE_TYPES, detect_image_type
-from .worker.wire import dumps
+from .image.outputs import OPERATIONS
+from .image.sniff import IMAGE_TYPES, detect_image_type
+from .queue import keys, status
+from .queue.wire import dumps
 
 __all__ = ["IMAGE_TYPES", "Producer", "build_job", "detect_image_type", "store_upload"]
 

@@ -45,10 +45,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fastimg.image.outputs import OPERATIONS
 from fastimg.producer import IMAGE_TYPES, Producer, detect_image_type, store_upload
-from fastimg.worker import keys, status
-from fastimg.worker.outputs import OPERATIONS
-from fastimg.worker.queue import Queue
+from fastimg.queue import keys, status
+from fastimg.queue.queue import Queue
 
 log = logging.getLogger("fastimg.serve")
 

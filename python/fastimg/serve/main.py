@@ -21,7 +21,7 @@ import redis
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from fastimg.worker.options import (
+from fastimg.cli.options import (
     connector,
     describe,
     non_negative_int,

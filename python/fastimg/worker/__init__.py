@@ -1,1 +1,2 @@
-"""gpu-image-worker: the Redis image worker built on the fastimg kernels."""
+"""The worker process: slots taking jobs from Redis, leases, recovery, metrics
+and signals."""

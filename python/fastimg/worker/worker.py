@@ -26,17 +26,17 @@ import redis
 
 import fastimg
 
-from . import keys, outcomes, recovery, status
-from .admission import Budget, default_budget
-from .errors import InvalidJob, JobError
-from .jobs import parse_job
-from .limits import Limits
+from ..cli.options import configuration_problem
+from ..image.admission import Budget, default_budget
+from ..image.errors import InvalidJob, JobError
+from ..image.limits import Limits
+from ..image.outputs import SPEC_V1, OutputSpec
+from ..image.pipeline import encoder_pool, process
+from ..image.write import Stopped, Superseded, Writer, remove_stale_temps
+from ..queue import keys, outcomes, recovery, status
+from ..queue.jobs import parse_job
+from ..queue.queue import GONE, Queue
 from .metrics import HealthServer, Metrics, fresh
-from .options import configuration_problem
-from .outputs import SPEC_V1, OutputSpec
-from .pipeline import encoder_pool, process
-from .queue import GONE, Queue
-from .write import Stopped, Superseded, Writer, remove_stale_temps
 
 log = logging.getLogger("fastimg.worker")
 

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import JobError
+from ..image.errors import JobError
 from .jobs import Job
 from .wire import StrictJSONError, loads, now_ms
 

@@ -24,7 +24,7 @@ from .outputs import OutputSpec
 from .render import fit_inside
 from .sniff import SIGNED_FORMATS, identify
 
-log = logging.getLogger("fastimg.worker.decode")
+log = logging.getLogger("fastimg.image.decode")
 
 # The worker checks its own pixel limit (--max-pixels) from the header, before
 # any decoding; Pillow's (a warning at 89 MP, an error quoting Pillow's number

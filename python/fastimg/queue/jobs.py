@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidJob
-from .outputs import JOB_MAX_SIDE, OPERATIONS, SPEC_V1, OutputSpec, SpecError, apply_overrides
+from ..image.errors import InvalidJob
+from ..image.outputs import JOB_MAX_SIDE, OPERATIONS, SPEC_V1, OutputSpec, SpecError, apply_overrides
 from .wire import StrictJSONError, loads
 
 # jobId becomes part of a file name: no separators, no control characters, not

@@ -12,9 +12,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .allocator import tune_malloc
-from .jobs import normalise_roots
-from .limits import Limits
+from ..image.limits import Limits
+from ..image.outputs import SpecError
+from ..queue.jobs import normalise_roots
+from ..worker.allocator import tune_malloc
+from ..worker.worker import Config, Worker
 from .options import (
     add_output_options,
     connector,
@@ -26,8 +28,6 @@ from .options import (
     redis_url,
     size,
 )
-from .outputs import SpecError
-from .worker import Config, Worker
 
 ENV_HELP = """environment:
   REDIS_URL         redis://[user:password@]host:port/db, or rediss:// for TLS
@@ -174,12 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {
     "serve": ("fastimg.serve.main", "main"),
-    "process": ("fastimg.worker.oneshot", "main"),
-    "submit": ("fastimg.worker.admin", "submit_main"),
-    "stats": ("fastimg.worker.admin", "stats_main"),
-    "requeue-failed": ("fastimg.worker.admin", "requeue_main"),
-    "purge-done": ("fastimg.worker.admin", "purge_done_main"),
-    "purge-failed": ("fastimg.worker.admin", "purge_failed_main"),
+    "process": ("fastimg.cli.oneshot", "main"),
+    "submit": ("fastimg.cli.admin", "submit_main"),
+    "stats": ("fastimg.cli.admin", "stats_main"),
+    "requeue-failed": ("fastimg.cli.admin", "requeue_main"),
+    "purge-done": ("fastimg.cli.admin", "purge_done_main"),
+    "purge-failed": ("fastimg.cli.admin", "purge_failed_main"),
 }
 
 

@@ -15,8 +15,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .limits import Limits
-from .outputs import SPEC_V1, OutputSpec, apply_overrides, parse_assignment
+from ..image.limits import Limits
+from ..image.outputs import SPEC_V1, OutputSpec, apply_overrides, parse_assignment
 
 
 def positive_int(text: str) -> int:
@@ -60,7 +60,7 @@ def positive_float(text: str) -> float:
 
 
 def input_formats(text: str) -> tuple[str, ...]:
-    from .decode import parse_formats
+    from ..image.decode import parse_formats
 
     try:
         return parse_formats(text)

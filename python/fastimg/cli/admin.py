@@ -12,11 +12,11 @@ from pathlib import Path
 
 import redis
 
-from . import keys
+from ..image.outputs import OPERATIONS
+from ..queue import keys
+from ..queue.outcomes import RECORD_FIELDS
+from ..queue.queue import Queue
 from .options import connector, non_negative_int, positive_float, positive_int, redis_url
-from .outcomes import RECORD_FIELDS
-from .outputs import OPERATIONS
-from .queue import Queue
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:

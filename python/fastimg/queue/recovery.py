@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 
+from ..image.write import remove_stale_temps
 from . import outcomes
 from .jobs import parse_job
 from .queue import Queue
 from .wire import dumps
-from .write import remove_stale_temps
 
 
 def recover(

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TextIO
 
-from .errors import JobError
-from .jobs import parse_job
-from .limits import Limits
+from ..image.errors import JobError
+from ..image.limits import Limits
+from ..image.outputs import OPERATIONS, SpecError
+from ..image.pipeline import Result, encoder_pool, process
+from ..queue.jobs import parse_job
 from .options import add_output_options, output_spec, positive_int
-from .outputs import OPERATIONS, SpecError
-from .pipeline import Result, encoder_pool, process
 
 
 def build_parser() -> argparse.ArgumentParser:

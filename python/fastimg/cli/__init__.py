@@ -1,0 +1,1 @@
+"""The `gpu-image-worker` command and its subcommands."""
