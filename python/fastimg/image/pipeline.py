@@ -12,10 +12,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..queue.jobs import Job
 from .admission import Budget, estimate
 from .decode import decode, header
 from .errors import ResourceExhausted
+from .job import Job
 from .limits import Limits
 from .outputs import OutputSpec
 from .read import read_input

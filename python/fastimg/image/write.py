@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..queue.jobs import Job
 from .confine import open_dir
 from .errors import PermanentError, io_error
+from .job import Job
 from .outputs import OutputSpec
 
 

@@ -4,45 +4,13 @@ are untrusted until checked here."""
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ..image.errors import InvalidJob
+from ..image.job import Job, encodable, safe_job_id
 from ..image.outputs import JOB_MAX_SIDE, OPERATIONS, SPEC_V1, OutputSpec, SpecError, apply_overrides
 from .wire import StrictJSONError, loads
-
-# jobId becomes part of a file name: no separators, no control characters, not
-# "." or "..". Anything else a stored file name can hold (spaces, non-ASCII) is
-# fine, since the seed derives jobId from the uploaded file's name.
-_UNSAFE_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
-MAX_ID_BYTES = 200
-
-
-@dataclass(frozen=True)
-class Job:
-    fields: dict[str, Any]  # every field, unknown ones included
-    job_id: str
-    input_path: str
-    output_dir: str
-    operations: tuple[str, ...]
-    retry_count: int
-    spec: dict[str, OutputSpec]  # the operator's defaults with the job's params applied
-    # With allowed roots: (root, path below it) of the input and the output
-    # directory, which the worker opens beneath the root (see confine.py).
-    input_at: tuple[str, str] | None = None
-    output_at: tuple[str, str] | None = None
-
-
-def _encodable(value: str) -> bool:
-    """False for strings with a lone surrogate: valid JSON, but no file name or
-    Redis key can hold them."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _checked_path(fields: dict[str, Any], name: str, roots: Sequence[str]) -> tuple[str, tuple[str, str] | None]:
@@ -51,7 +19,7 @@ def _checked_path(fields: dict[str, Any], name: str, roots: Sequence[str]) -> tu
         raise InvalidJob(f"{name} must be a non-empty string")
     if "\x00" in value:
         raise InvalidJob(f"{name} contains a NUL byte")
-    if not _encodable(value):
+    if not encodable(value):
         raise InvalidJob(f"{name} is not valid Unicode (it holds a lone surrogate)")
     if not os.path.isabs(value):
         raise InvalidJob(f"{name} must be an absolute path, got {value!r}")
@@ -86,9 +54,9 @@ def parse_job(raw: str | bytes, allowed_roots: Sequence[str] = (), spec: Mapping
     job_id = fields.get("jobId")
     if not isinstance(job_id, str) or not job_id:
         raise InvalidJob("jobId must be a non-empty string")
-    if not _encodable(job_id):
+    if not encodable(job_id):
         raise InvalidJob("jobId is not valid Unicode (it holds a lone surrogate)", reason="unsafe-job-id")
-    if _UNSAFE_ID.search(job_id) or job_id in (".", "..") or len(job_id.encode()) > MAX_ID_BYTES:
+    if not safe_job_id(job_id):
         raise InvalidJob(f"jobId {job_id!r} is not a safe file name", reason="unsafe-job-id")
 
     input_path, input_at = _checked_path(fields, "inputPath", allowed_roots)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..image.errors import JobError
-from .jobs import Job
+from ..image.job import Job
 from .wire import StrictJSONError, loads, now_ms
 
 # Fields the worker adds to a job's own; requeue-failed removes them again.

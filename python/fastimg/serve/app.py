@@ -45,6 +45,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fastimg.image.job import safe_job_id
 from fastimg.image.outputs import OPERATIONS
 from fastimg.producer import IMAGE_TYPES, Producer, detect_image_type, store_upload
 from fastimg.queue import keys, status
@@ -58,20 +59,11 @@ USER_HEADER = "x-user-id"
 # The rule store_upload applies to user ids (tests/test_serve_api.py checks the
 # two agree), plus a length bound so an id always fits in a file name.
 _USER_ID = re.compile(r"[A-Za-z0-9._ -]{1,64}")
-# The worker's rule for job ids (no separators or control characters, at most
-# 200 bytes).
-_UNSAFE_JOB_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
 _OUTPUT_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]+_(" + "|".join(map(re.escape, OPERATIONS)) + r")\.webp")
 
 
 def valid_user_id(user_id: str) -> bool:
     return bool(_USER_ID.fullmatch(user_id)) and user_id not in (".", "..") and user_id == user_id.strip()
-
-
-def valid_job_id(job_id: str) -> bool:
-    return (
-        bool(job_id) and not _UNSAFE_JOB_ID.search(job_id) and job_id not in (".", "..") and len(job_id.encode()) <= 200
-    )
 
 
 @dataclass
@@ -332,7 +324,7 @@ def create_app(settings: Settings) -> Starlette:
     async def job(request: Request) -> Response:
         authorise(request)
         job_id = request.path_params["job_id"]
-        if not valid_job_id(job_id):
+        if not safe_job_id(job_id):
             raise ApiError(
                 400, "invalid-job-id", "job id must be at most 200 bytes, without separators or control characters"
             )
@@ -414,7 +406,7 @@ def create_app(settings: Settings) -> Starlette:
                         except (ValueError, AttributeError):
                             job_id = ""
                         if job_id not in mine:
-                            mine[job_id] = valid_job_id(job_id) and belongs(job_id, user)
+                            mine[job_id] = safe_job_id(job_id) and belongs(job_id, user)
                             if len(mine) > 1000:
                                 mine.popitem(last=False)
                         send = mine[job_id]
