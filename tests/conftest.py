@@ -134,7 +134,7 @@ def records(client, key: str) -> list:
 @contextmanager
 def running_worker(url: str, **config):
     """gpu-image-worker's Worker in a thread of this process (no signal handlers)."""
-    from fastimg.cli.options import connector
+    from fastimg.queue.connect import connector
     from fastimg.worker.worker import Config, Worker
 
     config.setdefault("workers", 1)

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from fastimg.cli.options import connector
 from fastimg.image.errors import PermanentError, TransientError
 from fastimg.queue import keys, outcomes, recovery
+from fastimg.queue.connect import connector
 from fastimg.queue.jobs import parse_job
 from fastimg.queue.queue import Queue
 

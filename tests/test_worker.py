@@ -13,8 +13,8 @@ from conftest import make_photo, push, records, running_worker, seed_job
 from PIL import Image
 from redis_server import wait_for
 
-from fastimg.cli.options import connector
 from fastimg.image.limits import Limits
+from fastimg.queue.connect import connector
 from fastimg.queue.outcomes import RECORD_FIELDS
 from fastimg.queue.queue import Queue
 

@@ -17,7 +17,7 @@ from PIL import Image
 from redis_server import RedisServer, env_without_redis, wait_for
 
 from fastimg.cli.main import build_parser
-from fastimg.cli.options import redis_url
+from fastimg.queue.connect import redis_url
 
 
 def start_worker(*args: str, env: dict | None = None) -> subprocess.Popen:

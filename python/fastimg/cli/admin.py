@@ -14,9 +14,10 @@ import redis
 
 from ..image.outputs import OPERATIONS
 from ..queue import keys
+from ..queue.connect import connector, redis_url
 from ..queue.outcomes import RECORD_FIELDS
 from ..queue.queue import Queue
-from .options import connector, non_negative_int, positive_float, positive_int, redis_url
+from .options import non_negative_int, positive_float, positive_int
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:

@@ -14,20 +14,11 @@ from collections.abc import Sequence
 
 from ..image.limits import Limits
 from ..image.outputs import SpecError
+from ..queue.connect import connector, describe, redis_url
 from ..queue.jobs import normalise_roots
 from ..worker.allocator import tune_malloc
 from ..worker.worker import Config, Worker
-from .options import (
-    add_output_options,
-    connector,
-    describe,
-    non_negative_int,
-    output_spec,
-    positive_float,
-    positive_int,
-    redis_url,
-    size,
-)
+from .options import add_output_options, non_negative_int, output_spec, positive_float, positive_int, size
 
 ENV_HELP = """environment:
   REDIS_URL         redis://[user:password@]host:port/db, or rediss:// for TLS

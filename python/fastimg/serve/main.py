@@ -21,14 +21,8 @@ import redis
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from fastimg.cli.options import (
-    connector,
-    describe,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    redis_url,
-)
+from fastimg.cli.options import non_negative_int, positive_float, positive_int
+from fastimg.queue.connect import connector, describe, redis_url
 from fastimg.worker.worker import Config, Worker
 
 from .app import Settings, create_app

@@ -26,7 +26,6 @@ import redis
 
 import fastimg
 
-from ..cli.options import configuration_problem
 from ..image.admission import Budget, default_budget
 from ..image.errors import InvalidJob, JobError
 from ..image.limits import Limits
@@ -34,6 +33,7 @@ from ..image.outputs import SPEC_V1, OutputSpec
 from ..image.pipeline import encoder_pool, process
 from ..image.write import Stopped, Superseded, Writer, remove_stale_temps
 from ..queue import keys, outcomes, recovery, status
+from ..queue.connect import configuration_problem
 from ..queue.jobs import parse_job
 from ..queue.queue import GONE, Queue
 from .metrics import HealthServer, Metrics, fresh
