@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastimg.cli.main import ENV_HELP, build_parser
+from fastimg.cli.worker import ENV_HELP, build_parser
 from fastimg.worker.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

@@ -10,8 +10,8 @@ import pytest
 from conftest import DATA, PHOTOS, WORKER_CMD, make_photo
 from PIL import Image
 
-from fastimg.cli.main import build_parser
 from fastimg.cli.options import output_spec
+from fastimg.cli.worker import build_parser
 from fastimg.image.outputs import SPEC_V1, SpecError
 
 

@@ -16,7 +16,7 @@ from conftest import WORKER_CMD, push, records, seed_job
 from PIL import Image
 from redis_server import RedisServer, env_without_redis, wait_for
 
-from fastimg.cli.main import build_parser
+from fastimg.cli.worker import build_parser
 from fastimg.queue.connect import redis_url
 
 
