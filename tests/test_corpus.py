@@ -19,8 +19,9 @@ from PIL import Image, PpmImagePlugin
 from pillow_thumbnail import colour_stats, reference_thumbnail
 
 from fastimg.cli import oneshot
-from fastimg.image.decode import decode, header, parse_formats
+from fastimg.image.decode import decode, header
 from fastimg.image.errors import JobError
+from fastimg.image.formats import parse_formats
 from fastimg.image.limits import DEFAULT_FORMATS, Limits
 from fastimg.image.outputs import SPEC_V1
 from fastimg.image.render import render

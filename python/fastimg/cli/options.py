@@ -52,7 +52,7 @@ def positive_float(text: str) -> float:
 
 
 def input_formats(text: str) -> tuple[str, ...]:
-    from ..image.decode import parse_formats
+    from ..image.formats import parse_formats
 
     try:
         return parse_formats(text)

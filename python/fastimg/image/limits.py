@@ -17,4 +17,4 @@ class Limits:
     max_input_bytes: int = 200 * 1024 * 1024
     max_pixels: int = 120_000_000  # checked from the header, before decoding
     max_frames: int = 2000  # animations: only the first frame is used, but all are scanned
-    formats: tuple[str, ...] = DEFAULT_FORMATS  # names as decode.FORMAT_NAMES spells them
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # names as formats.FORMAT_NAMES spells them

@@ -1,0 +1,47 @@
+"""Which input formats this installation can decode, and the operator's
+choice among them (``--input-formats``)."""
+
+from __future__ import annotations
+
+from PIL import EpsImagePlugin, Image, ImageFile
+
+Image.init()
+# Accepted-format names are Pillow's format names in lower case. ("jpeg" also
+# covers camera JPEGs with an MPF index, which Pillow's JPEG decoder opens as MPO.)
+_NEVER = {
+    "svg": "SVG is never rasterised by this worker",
+    "dib": "headerless BMP has no signature to tell it from other data",
+    "iptc": "not an image format",
+    "mpeg": "not an image format",
+}
+
+
+def _cannot_decode_here(name: str) -> str | None:
+    """Why this installation cannot decode format ``name``, or None when it can."""
+    if name in _NEVER:
+        return _NEVER[name]
+    if name.upper() not in Image.OPEN:
+        return "not a format Pillow reads"
+    factory = Image.OPEN[name.upper()][0]
+    if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+        return "Pillow only identifies it; no decoder is installed"
+    if name == "eps" and not EpsImagePlugin.has_ghostscript():
+        return "Ghostscript is not installed"
+    return None
+
+
+# What --input-formats may list in this installation.
+FORMAT_NAMES: tuple[str, ...] = tuple(sorted(n for n in (f.lower() for f in Image.OPEN) if not _cannot_decode_here(n)))
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """The accepted formats from a comma-separated list of names (jpeg, png,
+    tiff, avif, ...); ValueError naming what is wrong."""
+    names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    if not names:
+        raise ValueError("no formats given")
+    for name in names:
+        why = _cannot_decode_here(name)
+        if why:
+            raise ValueError(f"format {name!r} cannot be accepted: {why} (possible: {', '.join(FORMAT_NAMES)})")
+    return names
