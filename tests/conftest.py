@@ -135,7 +135,8 @@ def records(client, key: str) -> list:
 def running_worker(url: str, **config):
     """gpu-image-worker's Worker in a thread of this process (no signal handlers)."""
     from fastimg.queue.connect import connector
-    from fastimg.worker.worker import Config, Worker
+    from fastimg.worker.config import Config
+    from fastimg.worker.worker import Worker
 
     config.setdefault("workers", 1)
     config.setdefault("block_timeout", 0.2)

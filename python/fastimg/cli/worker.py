@@ -16,7 +16,8 @@ from ..image.outputs import SpecError
 from ..queue.connect import connector, describe, redis_url
 from ..queue.jobs import normalise_roots
 from ..worker.allocator import tune_malloc
-from ..worker.worker import Config, Worker
+from ..worker.config import Config
+from ..worker.worker import Worker
 from .options import add_output_options, non_negative_int, output_spec, positive_float, positive_int, size
 
 ENV_HELP = """environment:

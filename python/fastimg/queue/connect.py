@@ -1,9 +1,11 @@
 """Reaching Redis: the connection URL from flags and environment, the
 connector every worker slot and tool uses, and the check that tells a
-configuration error (fail at once) from an outage (wait it out)."""
+configuration error (fail at once) from an outage (wait it out), and the
+backoff between attempts."""
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Callable, Mapping
 from urllib.parse import quote, urlsplit
@@ -101,3 +103,17 @@ def _answers_plain_text(host: str, port: int) -> bool:
             return s.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-ERR"))
     except OSError:
         return False
+
+
+class Backoff:
+    """Delay between attempts to reach Redis: 0.1 s doubling to 10 s, with jitter."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    def next(self) -> float:
+        self.delay = min(10.0, max(0.1, self.delay * 2))
+        return self.delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.delay = 0.0

@@ -23,7 +23,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fastimg.cli.options import non_negative_int, positive_float, positive_int
 from fastimg.queue.connect import connector, describe, redis_url
-from fastimg.worker.worker import Config, Worker
+from fastimg.worker.config import Config
+from fastimg.worker.worker import Worker
 
 from .app import Settings, create_app
 from .embedded import EmbeddedRedis, EmbeddedRedisError

@@ -18,6 +18,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
+import fastimg
+
 STAGES = ("read", "admit", "decode", "kernels", "encode", "write")
 MAX_CONNECTIONS = 16  # beyond this, new connections are closed at once
 READ_TIMEOUT = 5.0  # seconds a client may take to send its request
@@ -57,6 +59,21 @@ class Metrics:
             "fastimg_memory_admitted_bytes", "Estimated memory of the jobs admitted now", registry=r
         )
         self.backend = Info("fastimg_backend", "Kernel backend in use", registry=r)
+        self._backend_line = ""
+        self._backend_lock = threading.Lock()
+
+    def backend_changed(self) -> str | None:
+        """The kernels' backend line, when it differs from the one last seen
+        (a sticky CUDA error moves them to the CPU for the rest of the
+        process), with the metric updated; None when it is the same."""
+        info = fastimg.backends()
+        line = info.describe()
+        with self._backend_lock:
+            if line == self._backend_line:
+                return None
+            self._backend_line = line
+        self.backend.info({"backend": info.default, "device": info.cuda_device or "", "reason": info.cuda_reason or ""})
+        return line
 
     def observe_stages(self, timings_ms: dict[str, float]) -> None:
         for stage in STAGES:
