@@ -14,7 +14,10 @@ from redis_server import free_port, wait_for
 from starlette.testclient import TestClient
 
 from fastimg.producer import store_upload
-from fastimg.serve.app import BodyLimits, Settings, create_app, valid_user_id
+from fastimg.serve.access import valid_user_id
+from fastimg.serve.app import create_app
+from fastimg.serve.limits import BodyLimits
+from fastimg.serve.state import Settings
 
 PHOTO = DATA / "rocket.jpg"
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 COMMANDS = {
-    "serve": ("fastimg.serve.main", "main"),
+    "serve": ("fastimg.cli.serve", "main"),
     "process": ("fastimg.cli.oneshot", "main"),
     "submit": ("fastimg.cli.admin", "submit_main"),
     "stats": ("fastimg.cli.admin", "stats_main"),

@@ -48,6 +48,17 @@ def describe(url: str) -> str:
     return f"{parts.hostname}:{parts.port or 6379}{tls}, DB: {db}"
 
 
+def answers(url: str) -> bool:
+    """A Redis answers at ``url`` within half a second."""
+    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
 def connector(url: str, block_timeout: float) -> Callable[..., redis.Redis]:
     def connect(name: str | None = None) -> redis.Redis:
         # The socket timeout outlasts the blocking read, so a BLMOVE returns

