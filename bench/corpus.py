@@ -16,7 +16,7 @@ Each file is classified as
   hang        still running after --timeout (killed)
 Files are deduplicated by content; names that are plainly not images (source,
 text, JSON) are skipped. Each child is a fork of this process calling the
-command's own entry point (fastimg.cli.oneshot.main), so a file costs no
+command's own entry point (fastimg.cli.process.main), so a file costs no
 interpreter start-up. pyvips is optional (``pip install pyvips[binary]``)."""
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from pillow_thumbnail import colour_stats, reference_thumbnail  # noqa: E402
 
-from fastimg.cli import oneshot  # noqa: E402
+from fastimg.cli import process as process_command  # noqa: E402
 from fastimg.image.decode import decode  # noqa: E402
 from fastimg.image.limits import Limits  # noqa: E402
-from fastimg.image.outputs import SPEC_V1  # noqa: E402
 from fastimg.image.render import render  # noqa: E402
+from fastimg.image.spec import SPEC_V1  # noqa: E402
 
 NOT_IMAGES = {
     ".md",
@@ -156,7 +156,7 @@ def run_process(path: Path, tolerance: float) -> dict:
         with open(capture, "w") as f:
             os.dup2(f.fileno(), 1)
             try:
-                rc = oneshot.main([str(path), "-o", out, "-j", "1"])
+                rc = process_command.main([str(path), "-o", out, "-j", "1"])
             finally:
                 sys.stdout.flush()
                 os.dup2(saved, 1)

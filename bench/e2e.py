@@ -41,9 +41,9 @@ from conftest import DATA, make_12mp  # noqa: E402
 
 from fastimg.image.decode import decode  # noqa: E402
 from fastimg.image.limits import Limits  # noqa: E402
-from fastimg.image.outputs import SPEC_V1  # noqa: E402
 from fastimg.image.pipeline import encoder_pool, process  # noqa: E402
-from fastimg.image.render import fit_inside, render  # noqa: E402
+from fastimg.image.render import render  # noqa: E402
+from fastimg.image.spec import SPEC_V1, fit_inside  # noqa: E402
 from fastimg.image.write import encode_webp  # noqa: E402
 from fastimg.queue.jobs import parse_job  # noqa: E402
 

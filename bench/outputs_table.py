@@ -24,9 +24,8 @@ from conftest import DATA, make_12mp  # noqa: E402
 
 from fastimg.image.decode import decode  # noqa: E402
 from fastimg.image.limits import Limits  # noqa: E402
-from fastimg.image.outputs import SPEC_V1, apply_overrides  # noqa: E402
 from fastimg.image.pipeline import encoder_pool, process  # noqa: E402
-from fastimg.image.render import fit_inside  # noqa: E402
+from fastimg.image.spec import SPEC_V1, apply_overrides, fit_inside  # noqa: E402
 from fastimg.queue.jobs import parse_job  # noqa: E402
 
 OPS = ("thumbnail", "blur", "low-quality")
@@ -85,7 +84,7 @@ def inputs(tmp: Path):
 def peak_rss_mb(path: Path, tmp: Path) -> float:
     # VmHWM, not ru_maxrss: the latter carries the parent's peak across fork and exec.
     code = (
-        "import sys; from fastimg.cli.oneshot import main; main([sys.argv[1], '-o', sys.argv[2], '-j', '1']);"
+        "import sys; from fastimg.cli.process import main; main([sys.argv[1], '-o', sys.argv[2], '-j', '1']);"
         "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
     )
     out = subprocess.run(

@@ -18,7 +18,7 @@ import pyvips
 from fastimg.image.decode import decode
 from fastimg.image.errors import JobError
 from fastimg.image.limits import Limits
-from fastimg.image.outputs import SPEC_V1
+from fastimg.image.spec import SPEC_V1
 
 
 def vips16(path: Path) -> np.ndarray:

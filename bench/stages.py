@@ -47,8 +47,8 @@ def child_stages(path: Path, reps: int) -> dict:
     import fastimg
     from fastimg.image.decode import decode
     from fastimg.image.limits import Limits
-    from fastimg.image.outputs import SPEC_V1
     from fastimg.image.read import read_input
+    from fastimg.image.spec import SPEC_V1
     from fastimg.image.write import encode_webp
 
     specs = [SPEC_V1[op] for op in OPS]

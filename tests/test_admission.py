@@ -16,7 +16,7 @@ from fastimg.cli.options import parse_size
 from fastimg.image.admission import Budget, estimate
 from fastimg.image.decode import header
 from fastimg.image.errors import PermanentError
-from fastimg.image.outputs import SPEC_V1
+from fastimg.image.spec import SPEC_V1
 
 MEASURE = r"""
 import json, resource, sys, tempfile

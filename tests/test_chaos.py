@@ -470,7 +470,7 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_is_refused_at_open(tm
 
 
 def test_a_slot_that_dies_anyway_is_restarted_and_counted(r, redis_server, uploads, monkeypatch):
-    from fastimg.queue.queue import Queue
+    from fastimg.queue.lists import Queue
 
     real_take = Queue.take
     calls = []

@@ -18,13 +18,13 @@ from conftest import WORKER_CMD, png_header_only
 from PIL import Image, PpmImagePlugin
 from pillow_thumbnail import colour_stats, reference_thumbnail
 
-from fastimg.cli import oneshot
+from fastimg.cli import process as process_command
 from fastimg.image.decode import decode, header
 from fastimg.image.errors import JobError
-from fastimg.image.formats import parse_formats
-from fastimg.image.limits import DEFAULT_FORMATS, Limits
-from fastimg.image.outputs import SPEC_V1
+from fastimg.image.formats import parse_input_formats
+from fastimg.image.limits import DEFAULT_INPUT_FORMATS, Limits
 from fastimg.image.render import render
+from fastimg.image.spec import SPEC_V1
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
@@ -100,15 +100,16 @@ def test_a_bug_fails_one_file_and_the_batch_goes_on(tmp_path, monkeypatch, capsy
     good.write_bytes(corpus.save(Image.fromarray(corpus.pattern()), "PNG"))
     bad = tmp_path / "bad.png"
     bad.write_bytes(good.read_bytes())
-    real = oneshot.process
+    real = process_command.process
 
     def process(job, *args, **kwargs):
         if job.input_path.endswith("bad.png"):
             raise KeyError(60416)
         return real(job, *args, **kwargs)
 
-    monkeypatch.setattr(oneshot, "process", process)
-    assert oneshot.main([str(bad), str(good), "-o", str(tmp_path / "out"), "--ops", "thumbnail", "-j", "1"]) == 1
+    monkeypatch.setattr(process_command, "process", process)
+    argv = [str(bad), str(good), "-o", str(tmp_path / "out"), "--ops", "thumbnail", "-j", "1"]
+    assert process_command.main(argv) == 1
     out = capsys.readouterr().out
     assert "1 ok, 1 failed" in out and "bad.png: internal-error: KeyError: 60416" in out
 
@@ -128,13 +129,13 @@ def test_formats_outside_the_list_are_refused_before_any_decoder(monkeypatch):
     with pytest.raises(JobError) as e:
         decode(ppm(), THUMB, Limits())
     assert e.value.reason == "unsupported-format" and not e.value.retry
-    assert str(e.value) == f"ppm images are not accepted (accepted: {', '.join(DEFAULT_FORMATS)})"
+    assert str(e.value) == f"ppm images are not accepted (accepted: {', '.join(DEFAULT_INPUT_FORMATS)})"
     with pytest.raises(JobError, match="ppm images are not accepted"):
         header(ppm())
 
 
 def test_an_operator_can_accept_more_formats():
-    limits = Limits(formats=DEFAULT_FORMATS + ("ppm", "tga"))
+    limits = Limits(input_formats=DEFAULT_INPUT_FORMATS + ("ppm", "tga"))
     assert decode(ppm(), THUMB, limits).shape == (corpus.H, corpus.W, 3)
     tga = corpus.save(Image.fromarray(corpus.pattern()), "TGA")  # no signature: tried only when listed
     with pytest.raises(JobError, match="not an image in an accepted format"):
@@ -146,12 +147,12 @@ def test_a_file_in_an_accepted_format_is_parsed_by_that_format_only(monkeypatch)
     # JPEG's signature with a PPM body: only the JPEG decoder may look at it.
     monkeypatch.setattr(PpmImagePlugin.PpmImageFile, "_open", lambda self: pytest.fail("PPM decoder ran"))
     with pytest.raises(JobError) as e:
-        decode(b"\xff\xd8\xff" + ppm(), THUMB, Limits(formats=DEFAULT_FORMATS + ("ppm",)))
+        decode(b"\xff\xd8\xff" + ppm(), THUMB, Limits(input_formats=DEFAULT_INPUT_FORMATS + ("ppm",)))
     assert e.value.reason in ("corrupt-image", "unsupported-format")
 
 
 def test_format_names_are_checked():
-    assert parse_formats(" JPEG, png ,avif") == ("jpeg", "png", "avif")
+    assert parse_input_formats(" JPEG, png ,avif") == ("jpeg", "png", "avif")
     for name, why in [
         ("svg", "never rasterised"),
         ("wmf", "only identifies"),
@@ -160,7 +161,7 @@ def test_format_names_are_checked():
         ("", "no formats"),
     ]:
         with pytest.raises(ValueError, match=why):
-            parse_formats(name)
+            parse_input_formats(name)
 
 
 def test_input_formats_flag(tmp_path):
@@ -185,7 +186,7 @@ def test_input_formats_flag(tmp_path):
 def test_palette_alpha_is_kept():
     # Pillow's palette.dds: a palette whose entries carry alpha.
     data = (CORPUS / "pillow" / "palette.dds").read_bytes()
-    got = decode(data, THUMB, Limits(formats=("dds",)))
+    got = decode(data, THUMB, Limits(input_formats=("dds",)))
     with Image.open(io.BytesIO(data)) as im:
         want = np.asarray(im.convert("RGBA"))
     assert got.shape == want.shape and (want[..., 3] < 255).any()

@@ -20,9 +20,9 @@ from redis_server import wait_for
 from fastimg.image.decode import decode
 from fastimg.image.errors import JobError
 from fastimg.image.limits import Limits
-from fastimg.image.outputs import SPEC_V1, OutputSpec
 from fastimg.image.pipeline import process
 from fastimg.image.render import render
+from fastimg.image.spec import SPEC_V1, OutputSpec
 from fastimg.queue.jobs import parse_job
 
 ALL_OPS = ["thumbnail", "blur", "low-quality"]

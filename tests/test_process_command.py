@@ -12,7 +12,7 @@ from PIL import Image
 
 from fastimg.cli.options import output_spec
 from fastimg.cli.worker import build_parser
-from fastimg.image.outputs import SPEC_V1, SpecError
+from fastimg.image.spec import SPEC_V1, SpecError
 
 
 def run_process(*args: str) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from fastimg.image.errors import PermanentError, TransientError
 from fastimg.queue import keys, outcomes, recovery
 from fastimg.queue.connect import connector
 from fastimg.queue.jobs import parse_job
-from fastimg.queue.queue import Queue
+from fastimg.queue.lists import Queue
 
 MAX_RETRIES = 2
 SLOTS = 2

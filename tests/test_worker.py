@@ -15,8 +15,8 @@ from redis_server import wait_for
 
 from fastimg.image.limits import Limits
 from fastimg.queue.connect import connector
+from fastimg.queue.lists import Queue
 from fastimg.queue.outcomes import RECORD_FIELDS
-from fastimg.queue.queue import Queue
 
 
 def lists(r) -> dict:

@@ -23,8 +23,8 @@ from typing import BinaryIO
 
 import redis
 
-from .image.outputs import OPERATIONS
 from .image.sniff import IMAGE_TYPES, detect_image_type
+from .image.spec import OPERATIONS
 from .queue import keys, status
 from .queue.wire import dumps
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import redis
 
-from ..image.outputs import OPERATIONS
+from ..image.spec import OPERATIONS
 from ..queue import keys
 from ..queue.connect import connector, redis_url
+from ..queue.lists import Queue
 from ..queue.outcomes import RECORD_FIELDS
-from ..queue.queue import Queue
 from .options import non_negative_int, positive_float, positive_int
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 COMMANDS = {
     "serve": ("fastimg.cli.serve", "main"),
-    "process": ("fastimg.cli.oneshot", "main"),
+    "process": ("fastimg.cli.process", "main"),
     "submit": ("fastimg.cli.admin", "submit_main"),
     "stats": ("fastimg.cli.admin", "stats_main"),
     "requeue-failed": ("fastimg.cli.admin", "requeue_main"),

@@ -8,7 +8,7 @@ import json
 import math
 
 from ..image.limits import Limits
-from ..image.outputs import SPEC_V1, OutputSpec, apply_overrides, parse_assignment
+from ..image.spec import SPEC_V1, OutputSpec, apply_overrides, parse_assignment
 
 
 def positive_int(text: str) -> int:
@@ -52,10 +52,10 @@ def positive_float(text: str) -> float:
 
 
 def input_formats(text: str) -> tuple[str, ...]:
-    from ..image.formats import parse_formats
+    from ..image.formats import parse_input_formats
 
     try:
-        return parse_formats(text)
+        return parse_input_formats(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -65,9 +65,9 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input-formats",
         type=input_formats,
-        default=Limits.formats,
+        default=Limits.input_formats,
         metavar="LIST",
-        help=f"accept inputs in these formats, comma-separated (default {','.join(Limits.formats)}; "
+        help=f"accept inputs in these formats, comma-separated (default {','.join(Limits.input_formats)}; "
         "docs/outputs.md); others fail with unsupported-format before any decoder reads them",
     )
     p.add_argument(

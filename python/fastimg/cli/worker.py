@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ..image.limits import Limits
-from ..image.outputs import SpecError
+from ..image.spec import SpecError
 from ..queue.connect import connector, describe, redis_url
 from ..queue.jobs import normalise_roots
 from ..worker.allocator import tune_malloc

@@ -14,8 +14,7 @@ from contextlib import contextmanager
 
 from .decode import Header
 from .errors import PermanentError
-from .outputs import OutputSpec
-from .render import fit_inside
+from .spec import OutputSpec, fit_inside
 
 # Bytes per decoded pixel held at the peak, per byte of sample: Pillow keeps
 # RGB as 4 bytes a pixel; its image, the array the kernels read and one more

@@ -14,13 +14,11 @@ from typing import Any, cast
 import numpy as np
 from PIL import Image, ImageCms, ImageFile
 
-from .._kernels import MAX_SIDE
 from .diagnostics import caught_warnings, with_warnings
 from .errors import JobError, PermanentError, TransientError
 from .limits import Limits
-from .outputs import OutputSpec
-from .render import fit_inside
-from .sniff import SIGNED_FORMATS, identify
+from .sniff import IDENTIFIABLE_FORMATS, identify
+from .spec import OutputSpec, fit_inside
 from .wide import decode_16bit, rawmode
 
 log = logging.getLogger("fastimg.image.decode")
@@ -74,17 +72,17 @@ def _open(data: bytes, limits: Limits) -> ImageFile.ImageFile:
     if not data:
         # Most often an upload still being written: retried like a truncated file.
         raise TransientError("corrupt-image", "input file is empty")
-    accepted = ", ".join(limits.formats)
+    accepted = ", ".join(limits.input_formats)
     kind = identify(data[:4096])
     if kind == "svg":
         raise PermanentError("unsupported-format", "SVG images are not rasterised by this worker")
-    if kind in limits.formats:
+    if kind in limits.input_formats:
         candidates = [kind]
     elif kind is not None:
         raise PermanentError("unsupported-format", f"{kind} images are not accepted (accepted: {accepted})")
     else:
         # Formats without a signature (TGA, ...) can only be tried, and only when the operator accepts them.
-        candidates = [f for f in limits.formats if f not in SIGNED_FORMATS]
+        candidates = [f for f in limits.input_formats if f not in IDENTIFIABLE_FORMATS]
         if not candidates:
             raise PermanentError("unsupported-format", f"not an image in an accepted format ({accepted})")
     pillow = [name.upper() for name in candidates]
@@ -120,8 +118,12 @@ def _check_header(im: ImageFile.ImageFile, limits: Limits) -> None:
 def _check_size(width: int, height: int, limits: Limits) -> None:
     if width < 1 or height < 1:
         raise TransientError("corrupt-image", f"image header gives no pixels ({width}x{height})")
-    if max(width, height) > MAX_SIDE:
-        raise PermanentError("too-large", f"image is {width}x{height} pixels; the longest side taken is {MAX_SIDE}")
+    from .. import _kernels  # the kernels' limit, read here: importing the decoder loads no native module
+
+    if max(width, height) > _kernels.MAX_SIDE:
+        raise PermanentError(
+            "too-large", f"image is {width}x{height} pixels; the longest side taken is {_kernels.MAX_SIDE}"
+        )
     if width * height > limits.max_pixels:
         raise PermanentError("too-large", f"image is {width}x{height} pixels, limit {limits.max_pixels}")
 

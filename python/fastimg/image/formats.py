@@ -1,5 +1,13 @@
 """Which input formats this installation can decode, and the operator's
-choice among them (``--input-formats``)."""
+choice among them (``--input-formats``).
+
+A format is named as Pillow names it, in lower case. The lists of formats,
+each named for what it holds: ``sniff.IMAGE_TYPES``, the seed's upload types
+(SVG included); ``limits.DEFAULT_INPUT_FORMATS``, accepted unless
+``--input-formats`` says otherwise; ``DECODABLE_FORMATS`` (here), what
+``--input-formats`` may list in this installation; and
+``sniff.IDENTIFIABLE_FORMATS``, what ``sniff.identify`` can name from a
+signature."""
 
 from __future__ import annotations
 
@@ -31,10 +39,12 @@ def _cannot_decode_here(name: str) -> str | None:
 
 
 # What --input-formats may list in this installation.
-FORMAT_NAMES: tuple[str, ...] = tuple(sorted(n for n in (f.lower() for f in Image.OPEN) if not _cannot_decode_here(n)))
+DECODABLE_FORMATS: tuple[str, ...] = tuple(
+    sorted(n for n in (f.lower() for f in Image.OPEN) if not _cannot_decode_here(n))
+)
 
 
-def parse_formats(text: str) -> tuple[str, ...]:
+def parse_input_formats(text: str) -> tuple[str, ...]:
     """The accepted formats from a comma-separated list of names (jpeg, png,
     tiff, avif, ...); ValueError naming what is wrong."""
     names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
@@ -43,5 +53,5 @@ def parse_formats(text: str) -> tuple[str, ...]:
     for name in names:
         why = _cannot_decode_here(name)
         if why:
-            raise ValueError(f"format {name!r} cannot be accepted: {why} (possible: {', '.join(FORMAT_NAMES)})")
+            raise ValueError(f"format {name!r} cannot be accepted: {why} (possible: {', '.join(DECODABLE_FORMATS)})")
     return names

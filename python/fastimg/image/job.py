@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .outputs import OutputSpec
+from .spec import OutputSpec
 
 # No separators, no control characters, not "." or "..". Anything else a
 # stored file name can hold (spaces, non-ASCII) is fine, since the seed derives

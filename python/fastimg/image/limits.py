@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The seed server's raster image types (SVG, the seventh, is never rasterised).
-DEFAULT_FORMATS: tuple[str, ...] = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
+DEFAULT_INPUT_FORMATS: tuple[str, ...] = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
 
 
 @dataclass(frozen=True)
 class Limits:
     """Inputs beyond these fail at once with reason ``too-large``; inputs in a
-    format not in ``formats`` fail with ``unsupported-format`` before any
+    format not in ``input_formats`` fail with ``unsupported-format`` before any
     decoder parses them."""
 
     max_input_bytes: int = 200 * 1024 * 1024
     max_pixels: int = 120_000_000  # checked from the header, before decoding
     max_frames: int = 2000  # animations: only the first frame is used, but all are scanned
-    formats: tuple[str, ...] = DEFAULT_FORMATS  # names as formats.FORMAT_NAMES spells them
+    input_formats: tuple[str, ...] = DEFAULT_INPUT_FORMATS  # names as formats.DECODABLE_FORMATS spells them

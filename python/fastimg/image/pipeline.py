@@ -17,9 +17,9 @@ from .decode import decode, header
 from .errors import ResourceExhausted
 from .job import Job
 from .limits import Limits
-from .outputs import OutputSpec
 from .read import read_input
 from .render import render_each
+from .spec import OutputSpec
 from .write import Output, Writer, encode_and_write
 
 

@@ -9,13 +9,7 @@ import numpy as np
 import fastimg
 
 from .errors import ResourceExhausted, TransientError
-from .outputs import OutputSpec
-
-
-def fit_inside(width: int, height: int, box_w: int, box_h: int) -> tuple[int, int]:
-    """Size that fits inside box_w x box_h, aspect kept, never upscaled."""
-    scale = min(1.0, box_w / width, box_h / height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
+from .spec import OutputSpec, fit_inside
 
 
 def render_each(

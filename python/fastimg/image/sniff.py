@@ -103,7 +103,7 @@ def identify(head: bytes) -> str | None:
 
 
 # Every name identify() can return: formats outside this set have no signature.
-SIGNED_FORMATS = (
+IDENTIFIABLE_FORMATS = (
     frozenset(IMAGE_TYPES)
     | {name for _, _, name in _SIGNATURES}
     | set(_BRANDS.values())

@@ -24,7 +24,7 @@ from PIL import Image
 from .confine import open_dir
 from .errors import PermanentError, io_error
 from .job import Job
-from .outputs import OutputSpec
+from .spec import OutputSpec
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..image.errors import InvalidJob
 from ..image.job import Job, encodable, safe_job_id
-from ..image.outputs import JOB_MAX_SIDE, OPERATIONS, SPEC_V1, OutputSpec, SpecError, apply_overrides
+from ..image.spec import MAX_JOB_OUTPUT_SIDE, OPERATIONS, SPEC_V1, OutputSpec, SpecError, apply_overrides
 from .wire import StrictJSONError, loads
 
 
@@ -76,7 +76,7 @@ def parse_job(raw: str | bytes, allowed_roots: Sequence[str] = (), spec: Mapping
     if isinstance(retry_count, bool) or not isinstance(retry_count, int) or retry_count < 0:
         raise InvalidJob("retryCount must be a non-negative integer")
     try:
-        job_spec = apply_overrides(spec, fields.get("params", {}), max_side=JOB_MAX_SIDE)
+        job_spec = apply_overrides(spec, fields.get("params", {}), max_side=MAX_JOB_OUTPUT_SIDE)
     except SpecError as e:
         raise InvalidJob(str(e)) from None
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Collection, Sequence
 from ..image.write import remove_stale_temps
 from . import outcomes
 from .jobs import parse_job
-from .queue import Queue
+from .lists import Queue
 from .wire import dumps
 
 

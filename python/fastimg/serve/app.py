@@ -31,7 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from fastimg.image.job import safe_job_id
-from fastimg.image.outputs import OPERATIONS
+from fastimg.image.spec import OPERATIONS
 from fastimg.producer import IMAGE_TYPES, Producer
 from fastimg.queue import status
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from fastimg.image.outputs import OPERATIONS
+from fastimg.image.spec import OPERATIONS
 
 from .access import authorise, valid_user_id
 from .errors import ApiError

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from fastimg.producer import Producer
-from fastimg.queue.queue import Queue
+from fastimg.queue.lists import Queue
 
 
 @dataclass

@@ -13,7 +13,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fastimg.image.outputs import OPERATIONS
+from fastimg.image.spec import OPERATIONS
 from fastimg.producer import IMAGE_TYPES, detect_image_type, store_upload
 
 from .access import USER_HEADER, authorise, checked_user

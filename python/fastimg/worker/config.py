@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..image.limits import Limits
-from ..image.outputs import SPEC_V1, OutputSpec
+from ..image.spec import SPEC_V1, OutputSpec
 
 
 @dataclass

@@ -25,7 +25,7 @@ from ..image.write import Stopped, Superseded, Writer, remove_stale_temps
 from ..queue import outcomes, status
 from ..queue.connect import Backoff
 from ..queue.jobs import parse_job
-from ..queue.queue import GONE, Queue
+from ..queue.lists import GONE, Queue
 from .config import Config
 from .metrics import Metrics
 

@@ -20,7 +20,7 @@ from ..image.pipeline import encoder_pool
 from ..image.write import Writer
 from ..queue import keys, outcomes, recovery
 from ..queue.connect import Backoff, configuration_problem
-from ..queue.queue import Queue
+from ..queue.lists import Queue
 from .config import Config
 from .metrics import HealthServer, Metrics, fresh
 from .slot import Shared, Slot, payload_job_id, say

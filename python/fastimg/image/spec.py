@@ -31,15 +31,17 @@ SPEC_V1: dict[str, OutputSpec] = {
     "low-quality": OutputSpec(width=1280, height=1280, quality=30, levels=32),
 }
 
-MAX_SIDE = 16384  # WebP's own limit: the most an operator's --output or --config may ask
+# The longest side of an output: WebP's own limit, the most an operator's
+# --output or --config may ask.
+MAX_OUTPUT_SIDE = 16384
 # The most a job's params may ask: an output of 4096x4096 takes about 0.3 GB
 # to make, 10000x10000 took 3 GB, and a producer is less trusted than the operator.
-JOB_MAX_SIDE = 4096
+MAX_JOB_OUTPUT_SIDE = 4096
 
 # field -> (type, low, high); bool fields have no bounds.
 _FIELDS = {
-    "width": (int, 1, MAX_SIDE),
-    "height": (int, 1, MAX_SIDE),
+    "width": (int, 1, MAX_OUTPUT_SIDE),
+    "height": (int, 1, MAX_OUTPUT_SIDE),
     "quality": (int, 0, 100),
     "method": (int, 0, 6),
     "sigma": (float, 0.0, 1000.0),
@@ -51,6 +53,12 @@ _ALLOWED = {
     "blur": ("width", "height", "quality", "method", "sigma"),
     "low-quality": ("width", "height", "quality", "method", "levels", "dither"),
 }
+
+
+def fit_inside(width: int, height: int, box_w: int, box_h: int) -> tuple[int, int]:
+    """Size that fits inside box_w x box_h, aspect kept, never upscaled."""
+    scale = min(1.0, box_w / width, box_h / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 class SpecError(ValueError):
@@ -77,7 +85,7 @@ def _value(where: str, name: str, value: Any, max_side: int) -> Any:
 
 
 def apply_overrides(
-    spec: Mapping[str, OutputSpec], overrides: Any, where: str = "params", max_side: int = MAX_SIDE
+    spec: Mapping[str, OutputSpec], overrides: Any, where: str = "params", max_side: int = MAX_OUTPUT_SIDE
 ) -> dict[str, OutputSpec]:
     """``spec`` with ``overrides`` ({operation: {field: value}}) applied, after
     checking them; ``width`` and ``height`` at most ``max_side``."""

@@ -15,8 +15,8 @@ from typing import TextIO
 
 from ..image.errors import JobError
 from ..image.limits import Limits
-from ..image.outputs import OPERATIONS, SpecError
 from ..image.pipeline import Result, encoder_pool, process
+from ..image.spec import OPERATIONS, SpecError
 from ..queue.jobs import parse_job
 from .options import add_output_options, output_spec, positive_int
 
