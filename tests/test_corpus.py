@@ -19,6 +19,7 @@ from PIL import Image, PpmImagePlugin
 from pillow_thumbnail import colour_stats, reference_thumbnail
 
 from fastimg.cli import process as process_command
+from fastimg.image import pipeline
 from fastimg.image.decode import decode, header
 from fastimg.image.errors import JobError
 from fastimg.image.formats import parse_input_formats
@@ -100,14 +101,14 @@ def test_a_bug_fails_one_file_and_the_batch_goes_on(tmp_path, monkeypatch, capsy
     good.write_bytes(corpus.save(Image.fromarray(corpus.pattern()), "PNG"))
     bad = tmp_path / "bad.png"
     bad.write_bytes(good.read_bytes())
-    real = process_command.process
+    real = pipeline.process
 
     def process(job, *args, **kwargs):
         if job.input_path.endswith("bad.png"):
             raise KeyError(60416)
         return real(job, *args, **kwargs)
 
-    monkeypatch.setattr(process_command, "process", process)
+    monkeypatch.setattr(pipeline, "process", process)
     argv = [str(bad), str(good), "-o", str(tmp_path / "out"), "--ops", "thumbnail", "-j", "1"]
     assert process_command.main(argv) == 1
     out = capsys.readouterr().out

@@ -29,6 +29,118 @@ def test_a_web_server_importing_the_producer_loads_neither_numpy_nor_the_kernels
     assert "PIL" not in loaded, "the producer sniffs types from bytes, without Pillow"
 
 
+# Each package may import its own layer and those below it, never one above.
+# The kernels (the package's root, _kernels, _core) are the floor.
+LAYERS = ("image", "queue", "producer", "worker", "serve", "cli")
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports, at any depth of its code."""
+    module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            out.add(base)
+            out.update(f"{base}.{alias.name}" for alias in node.names)
+    return out
+
+
+def _layer(name: str) -> str | None:
+    """The layer of module ``name``; None outside the package."""
+    parts = name.split(".")
+    if parts[0] != "fastimg":
+        return None
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "kernels"
+
+
+def _layer_of(path: Path) -> str:
+    return _layer("fastimg." + path.relative_to(PACKAGE).parts[0].removesuffix(".py")) or "kernels"
+
+
+def _package_modules() -> list:
+    """The modules of the layers above the kernels."""
+    return sorted(p for p in PACKAGE.rglob("*.py") if _layer_of(p) != "kernels")
+
+
+def test_no_layer_imports_one_above_it():
+    rank = {name: i for i, name in enumerate(("kernels",) + LAYERS)}
+    for path in _package_modules():
+        own = _layer_of(path)
+        for name in _imports(path):
+            layer = _layer(name)
+            assert layer is None or rank[layer] <= rank[own], f"{path.relative_to(PACKAGE)} imports {name}"
+
+
+def test_the_image_pipeline_knows_nothing_of_redis_or_the_queue():
+    for path in sorted((PACKAGE / "image").glob("*.py")):
+        for name in _imports(path):
+            assert name.split(".")[0] != "redis", f"{path.name} imports {name}"
+            assert _layer(name) in (None, "kernels", "image"), f"{path.name} imports {name}"
+    loaded = modules_after("import " + ", ".join(f"fastimg.image.{p.stem}" for p in (PACKAGE / "image").glob("*.py")))
+    assert not any(m == "redis" or m.startswith("redis.") for m in loaded)
+
+
+def test_the_queue_protocol_knows_nothing_of_the_worker_or_the_command_line():
+    for path in sorted((PACKAGE / "queue").glob("*.py")):
+        for name in _imports(path):
+            assert _layer(name) in (None, "kernels", "image", "queue"), f"{path.name} imports {name}"
+
+
+def test_importing_the_sniffer_loads_no_numpy():
+    loaded = modules_after("import fastimg.image.sniff")
+    assert "numpy" not in loaded and "PIL" not in loaded and "fastimg._kernels" not in loaded
+
+
+def _process_command(*argv: str) -> set:
+    code = (
+        "import contextlib, io\n"
+        "from fastimg.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    try: main({['process', *argv]!r})\n"
+        "    except SystemExit: pass"
+    )
+    return modules_after(code)
+
+
+def test_the_process_command_loads_no_redis(tmp_path):
+    photo = Path(__file__).parent / "data" / "rocket.jpg"
+    loaded = _process_command(str(photo), "-o", str(tmp_path), "-j", "1")
+    assert (tmp_path / "rocket_thumbnail.webp").is_file()
+    assert not any(m == "redis" or m.startswith("redis.") for m in loaded)
+
+
+def test_process_help_loads_neither_the_pipeline_nor_redis():
+    loaded = _process_command("--help")
+    assert not {"numpy", "PIL", "redis", "fastimg._kernels", "fastimg.image.pipeline"} & loaded
+
+
+def _sizes(path: Path) -> list:
+    """(what, lines) of the module, and of each class and function in it."""
+    text = path.read_text()
+    out = [(f"module {path.relative_to(PACKAGE)}", len(text.splitlines()), 300)]
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            kind, limit = ("class", 200) if isinstance(node, ast.ClassDef) else ("function", 80)
+            out.append((f"{kind} {path.relative_to(PACKAGE)}:{node.name}", node.end_lineno - node.lineno + 1, limit))
+    return out
+
+
+def test_no_room_is_too_big():
+    """Modules up to 300 lines, classes up to 200, functions up to 80, in the
+    layers above the kernels."""
+    over = [
+        f"{what}: {n} lines (limit {limit})" for p in _package_modules() for what, n, limit in _sizes(p) if n > limit
+    ]
+    assert not over, over
+
+
 def test_the_kernels_load_on_first_use():
     loaded = modules_after("import fastimg; fastimg.backends")
     assert "fastimg._core" in loaded and "numpy" in loaded

@@ -13,8 +13,6 @@ web server importing :mod:`fastimg.producer` loads neither.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -46,13 +44,22 @@ __all__ = [
     "resize",
 ]
 
-try:
-    __version__ = _version("fastimg")
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
+
+def _version() -> str:
+    # importlib.metadata costs more to import than a command's --help takes:
+    # read on first use of __version__.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fastimg")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()["__version__"] = value = _version()
+        return value
     if name in __all__:
         from . import _kernels
 

@@ -10,15 +10,18 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import TextIO
+from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
+from typing import TYPE_CHECKING, TextIO
 
 from ..image.errors import JobError
+from ..image.job import Job
 from ..image.limits import Limits
-from ..image.pipeline import Result, encoder_pool, process
-from ..image.spec import OPERATIONS, SpecError
+from ..image.spec import OPERATIONS, OutputSpec, SpecError
 from ..queue.jobs import parse_job
 from .options import add_output_options, output_spec, positive_int
+
+if TYPE_CHECKING:
+    from ..image.pipeline import Result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,52 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gpu-image-worker process: error: {e}", file=sys.stderr)
         return 2
     limits = Limits(args.max_input_bytes, args.max_pixels, args.max_frames, args.input_formats)
-
-    jobs, failures = [], []
-    names = set()
-    for photo in args.photos:
-        path = os.path.abspath(photo)
-        name = os.path.splitext(os.path.basename(path))[0]
-        payload = json.dumps({"jobId": name, "inputPath": path, "outputDir": out_dir, "operations": ops})
-        try:
-            if name in names:
-                raise JobError("duplicate-name", f"another input also makes outputs named {name}_*")
-            jobs.append((photo, parse_job(payload, (), spec)))
-            names.add(name)
-        except JobError as e:
-            failures.append((photo, e.reason, str(e)))
-
+    jobs, failures = _jobs(args.photos, out_dir, ops, spec)
     progress = Progress(len(args.photos))
     for _ in failures:
         progress.step()
-    results: list[tuple[str, Result]] = []
     started = time.perf_counter()
-
-    def run(photo, job):
-        try:
-            return photo, process(job, limits, encoders=encoders), None
-        except JobError as e:
-            return photo, None, e
-        except Exception as e:  # noqa: BLE001 - a bug: this file fails, the batch goes on
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            return (
-                photo,
-                None,
-                JobError(
-                    "internal-error", f"{type(e).__name__}: {e} (at {os.path.basename(where.filename)}:{where.lineno})"
-                ),
-            )
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool, encoder_pool() as encoders:
-        for fut in as_completed([pool.submit(run, photo, job) for photo, job in jobs]):
-            photo, result, error = fut.result()
-            if error is not None:
-                failures.append((photo, error.reason, str(error)))
-            else:
-                results.append((photo, result))
-            progress.step()
+    results = _run(jobs, limits, args.jobs, progress, failures)
     elapsed = time.perf_counter() - started
-
     outputs = [o for _, r in results for o in r.outputs]
     print(
         f"{len(args.photos)} files in {elapsed:.2f}s: {len(results)} ok, {len(failures)} failed; "
@@ -153,3 +117,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         for photo, reason, message in sorted(failures):
             print(f"  {photo}: {reason}: {message}")
     return 1 if failures else 0
+
+
+Failure = tuple[str, str, str]  # (photo, reason, message)
+
+
+def _jobs(
+    photos: Sequence[str], out_dir: str, ops: list[str], spec: dict[str, OutputSpec]
+) -> tuple[list[tuple[str, Job]], list[Failure]]:
+    """A job per photo, checked as the worker checks a payload; the photos that cannot be one."""
+    jobs, failures = [], []
+    names = set()
+    for photo in photos:
+        path = os.path.abspath(photo)
+        name = os.path.splitext(os.path.basename(path))[0]
+        payload = json.dumps({"jobId": name, "inputPath": path, "outputDir": out_dir, "operations": ops})
+        try:
+            if name in names:
+                raise JobError("duplicate-name", f"another input also makes outputs named {name}_*")
+            jobs.append((photo, parse_job(payload, (), spec)))
+            names.add(name)
+        except JobError as e:
+            failures.append((photo, e.reason, str(e)))
+    return jobs, failures
+
+
+def _run(
+    jobs: list[tuple[str, Job]], limits: Limits, threads: int, progress: Progress, failures: list[Failure]
+) -> list[tuple[str, Result]]:
+    """Process the jobs, ``threads`` at a time; the results, with each failure added to ``failures``."""
+    # Loaded once the arguments are known to be good, so that --help and a
+    # mistyped flag answer without numpy, Pillow and the kernels.
+    from ..image import pipeline
+
+    def one(photo: str, job: Job, encoders: Executor) -> tuple[str, Result | None, JobError | None]:
+        try:
+            return photo, pipeline.process(job, limits, encoders=encoders), None
+        except JobError as e:
+            return photo, None, e
+        except Exception as e:  # noqa: BLE001 - a bug: this file fails, the batch goes on
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            at = f"{os.path.basename(where.filename)}:{where.lineno}"
+            return photo, None, JobError("internal-error", f"{type(e).__name__}: {e} (at {at})")
+
+    results: list[tuple[str, Result]] = []
+    with ThreadPoolExecutor(max_workers=threads) as pool, pipeline.encoder_pool() as encoders:
+        for fut in as_completed([pool.submit(one, photo, job, encoders) for photo, job in jobs]):
+            photo, result, error = fut.result()
+            if error is not None:
+                failures.append((photo, error.reason, str(error)))
+            elif result is not None:
+                results.append((photo, result))
+            progress.step()
+    return results
