@@ -36,8 +36,8 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]")
 
 
 def store_upload(
-    source: bytes | BinaryIO | str | os.PathLike,
-    uploads_root: str | os.PathLike,
+    source: bytes | BinaryIO | str | os.PathLike[str],
+    uploads_root: str | os.PathLike[str],
     user_id: str,
     filename: str,
 ) -> Path:
@@ -70,7 +70,10 @@ def store_upload(
 
 
 def build_job(
-    path: str | os.PathLike, user_id: str, uploads_root: str | os.PathLike, operations: Sequence[str] = OPERATIONS
+    path: str | os.PathLike[str],
+    user_id: str,
+    uploads_root: str | os.PathLike[str],
+    operations: Sequence[str] = OPERATIONS,
 ) -> dict[str, object]:
     """The job exactly as the seed's server builds it for a stored upload."""
     path = Path(path).resolve()
@@ -96,11 +99,11 @@ class Producer:
 
     def enqueue(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         user_id: str,
-        uploads_root: str | os.PathLike,
+        uploads_root: str | os.PathLike[str],
         operations: Sequence[str] = OPERATIONS,
-        params: dict | None = None,
+        params: dict[str, object] | None = None,
     ) -> dict[str, object] | None:
         """Queue the stored upload at ``path`` when it is an image; return the job,
         or None when it is not an image or Redis is unavailable (logged)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from .diagnostics import caught_warnings, with_warnings
 from .errors import JobError, PermanentError, TransientError
@@ -88,7 +88,7 @@ def _open(data: bytes, limits: Limits) -> ImageFile.ImageFile:
     pillow = [name.upper() for name in candidates]
     try:
         im = Image.open(io.BytesIO(data), formats=pillow)
-    except Image.UnidentifiedImageError:
+    except UnidentifiedImageError:
         if kind is None:
             raise PermanentError("unsupported-format", f"not an image in an accepted format ({accepted})") from None
         raise _header_failure(data, kind, pillow) from None

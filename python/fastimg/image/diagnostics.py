@@ -56,7 +56,7 @@ def _tiff_message(module: bytes | None, fmt: bytes | None, args: int | None) -> 
         sink.append(f"libtiff: {text}")
 
 
-def _route_libtiff_messages() -> list:
+def _route_libtiff_messages() -> list[Any]:
     """Install the handlers in the libtiff Pillow loaded; the callbacks it
     keeps are returned so that they live as long as the module."""
     try:

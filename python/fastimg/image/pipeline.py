@@ -53,8 +53,8 @@ def encoder_pool() -> ThreadPoolExecutor:
 class _Inline(Executor):
     """Runs each submitted call at once, in the caller's thread."""
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        fut: Future = Future()
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
         try:
             fut.set_result(fn(*args, **kwargs))
         except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
@@ -143,7 +143,7 @@ def _make(
         # (libwebp runs without the GIL), the largest first: with a second core
         # a job takes about as long as its largest encode plus what comes
         # before it, not the sum of its encodes.
-        futures: dict[Future, str] = {}
+        futures: dict[Future[tuple[Output, float, float]], str] = {}
         try:
             for op, image in render_each(pixels, job.operations, job.spec):
                 futures[encoders.submit(encode_and_write, out, op, image, job.spec[op])] = op

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import sys
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -26,7 +27,7 @@ _NATIVE = "16L" if sys.byteorder == "little" else "16B"
 _SWAPPED = {"16B": "16L", "16L": "16B", "16N": "16B" if sys.byteorder == "little" else "16L"}
 
 
-def _reopened(data: bytes, fmt: str, rawmode: str, mode: str | None = None) -> tuple[np.ndarray, dict]:
+def _reopened(data: bytes, fmt: str, rawmode: str, mode: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The first frame decoded again with every tile's rawmode replaced, and
     what loading it put in its info (a PNG's eXIf chunk may follow its pixels)."""
     with Image.open(io.BytesIO(data), formats=[fmt]) as im:
@@ -36,7 +37,8 @@ def _reopened(data: bytes, fmt: str, rawmode: str, mode: str | None = None) -> t
         if mode is not None:
             im._mode = mode
         im.load()
-        return np.asarray(im), im.info
+        pixels: np.ndarray = np.asarray(im)
+        return pixels, im.info
 
 
 def _rounded(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -44,7 +46,8 @@ def _rounded(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     of at most two bytes a sample: v = 257 * hi + (lo - hi) and |lo - hi| < 257,
     so the result is hi, one more when lo - hi > 128.5, one less below -128.5."""
     d = lo.astype(np.int16) - hi
-    return (hi + (d >= 129) - (d <= -129)).astype(np.uint8)
+    rounded: np.ndarray = (hi + (d >= 129) - (d <= -129)).astype(np.uint8)
+    return rounded
 
 
 def decode_16bit(data: bytes, im: ImageFile.ImageFile) -> Image.Image | None:

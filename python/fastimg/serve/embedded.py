@@ -50,7 +50,8 @@ def port_is_free(host: str, port: int) -> bool:
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _die_with_parent() -> None:
@@ -70,7 +71,11 @@ class EmbeddedRedis:
     same directory fails instead of corrupting the AOF."""
 
     def __init__(
-        self, data_dir: os.PathLike | str, port: int | None = None, host: str = "127.0.0.1", binary: str | None = None
+        self,
+        data_dir: os.PathLike[str] | str,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        binary: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
@@ -78,7 +83,7 @@ class EmbeddedRedis:
         self.port = 0
         self.binary = binary or find_server_binary()
         self.version = ""
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self._lock: IO[str] | None = None
 
     @property

@@ -25,7 +25,7 @@ from ..image.write import Stopped, Superseded, Writer, remove_stale_temps
 from ..queue import outcomes, status
 from ..queue.connect import Backoff
 from ..queue.jobs import parse_job
-from ..queue.lists import GONE, Queue
+from ..queue.lists import GONE, Finish, Queue
 from .config import Config
 from .metrics import Metrics
 
@@ -207,17 +207,12 @@ class Slot:
         """Record an outcome, waiting out Redis outages: the job stays in flight
         meanwhile, so giving up would only delay it, never lose it. ``publish``
         updates the job's status (not for payloads that were not jobs)."""
-        shared, name, wid = self.shared, self.name, self.wid
+        shared, name = self.shared, self.name
         job_id = outcome.record.get("jobId")
-        write = {
-            "done": lambda: queue.done(wid, raw, outcome.record, token),
-            "failed": lambda: queue.failed(wid, raw, outcome.record, token),
-            "retry": lambda: queue.retry(wid, raw, outcome.record, outcome.due_ms or 0, token),
-        }[outcome.list]
         backoff = Backoff()
         while not shared.hard_stop.is_set():
             try:
-                result = write()
+                result = self._write(queue, raw, outcome, token)
                 break
             except redis.RedisError as e:
                 shared.metrics.redis_errors.inc()
@@ -240,3 +235,10 @@ class Slot:
             state, fields = outcome.status()
             status.publish(queue.conn, job_id, state, **fields)
         return True
+
+    def _write(self, queue: Queue, raw: bytes, outcome: outcomes.Outcome, token: str) -> Finish:
+        if outcome.list == "done":
+            return queue.done(self.wid, raw, outcome.record, token)
+        if outcome.list == "failed":
+            return queue.failed(self.wid, raw, outcome.record, token)
+        return queue.retry(self.wid, raw, outcome.record, outcome.due_ms or 0, token)
