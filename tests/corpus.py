@@ -1,5 +1,5 @@
 """A generated corpus of every input kind the worker must handle, made by code
-with fixed seeds (test_inputs.py), plus the writers Pillow lacks: 16-bit RGB
+with fixed seeds (test_image_decode.py), plus the writers Pillow lacks: 16-bit RGB
 PNG and TIFF, and an ICC profile with chosen primaries."""
 
 from __future__ import annotations

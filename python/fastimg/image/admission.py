@@ -39,7 +39,7 @@ def _jpeg_scale(h: Header, specs: Sequence[OutputSpec]) -> int:
 
 def estimate(h: Header, specs: Sequence[OutputSpec], input_bytes: int) -> int:
     """Bytes a job is expected to use at its peak; measured to stay above the
-    real peak in tests/test_admission.py."""
+    real peak in tests/test_image_admission.py."""
     scale = _jpeg_scale(h, specs) if h.format == "JPEG" else 1
     pixels = math.ceil(h.width / scale) * math.ceil(h.height / scale)
     per_pixel = (4 if h.bands >= 3 else 1) * h.bytes_per_sample * _DECODE_COPIES

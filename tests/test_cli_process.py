@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 
+import corpus
 import pytest
 from conftest import DATA, PHOTOS, WORKER_CMD, make_photo
 from PIL import Image
 
+from fastimg.cli import process as process_command
 from fastimg.cli.options import output_spec
 from fastimg.cli.worker import build_parser
+from fastimg.image import pipeline
 from fastimg.image.spec import SPEC_V1, SpecError
 
 
@@ -85,3 +88,22 @@ def test_process_applies_output_flags(tmp_path):
     assert res.returncode == 0, res.stderr
     with Image.open(tmp_path / "o" / "p_thumbnail.webp") as im:
         assert im.size == (90, 60)
+
+
+def test_a_bug_fails_one_file_and_the_batch_goes_on(tmp_path, monkeypatch, capsys):
+    good = tmp_path / "good.png"
+    good.write_bytes(corpus.save(Image.fromarray(corpus.pattern()), "PNG"))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(good.read_bytes())
+    real = pipeline.process
+
+    def process(job, *args, **kwargs):
+        if job.input_path.endswith("bad.png"):
+            raise KeyError(60416)
+        return real(job, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "process", process)
+    argv = [str(bad), str(good), "-o", str(tmp_path / "out"), "--ops", "thumbnail", "-j", "1"]
+    assert process_command.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "1 ok, 1 failed" in out and "bad.png: internal-error: KeyError: 60416" in out
