@@ -4,7 +4,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "fastimg/cpu.h"
+#include "fastimg/errors.h"
 #include "fastimg/image.h"
+#include "fastimg/status.h"
 
 namespace py = pybind11;
 using fi::Backend;

@@ -1,5 +1,5 @@
-// A host emulation of the part of the CUDA runtime that csrc/fastimg/cuda.cu
-// uses (FASTIMG_CUDA=EMU). The kernels are grid-stride loops without shared
+// A host emulation of the part of the CUDA runtime that csrc/fastimg/cuda_*.cu
+// use (FASTIMG_CUDA=EMU). The kernels are grid-stride loops without shared
 // memory or barriers, so running every (block, thread) of a launch in turn on
 // the calling thread executes exactly their logic. Device memory is host
 // memory that the emulation tracks, so that AddressSanitizer sees every access

@@ -3,14 +3,15 @@
 // upload -> resize -> blur -> download crosses the bus twice in all.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 
-#include "kernels.h"
+#include "backend.h"
+#include "dims.h"
+#include "errors.h"
 #include "plan.h"
 
 namespace fi {
-
-enum class Backend { CPU, CUDA };
 
 class Image {
  public:
