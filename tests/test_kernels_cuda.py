@@ -101,6 +101,22 @@ def test_more_geometries_than_the_caches_hold(rng):
         assert colour_diff(fastimg.resize(img, size, backend="cuda"), want) <= 1, size
 
 
+# A stage's block keeps the input columns of its strip of output pixels in
+# shared memory. A shrink so strong that even 5 output pixels read more than
+# 48 KB of them asks for more (up to 227 KB on an H100 or H200); beyond what a
+# block may have, the stage runs as two passes through device memory.
+@pytest.mark.parametrize("width", [1700, 9001])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_extreme_shrinks_gpu_equal_cpu(rng, width, channels):
+    img = rng.image(3, width, channels)
+    for size in [(1, 1), (7, 2)]:
+        got, want = (fastimg.resize(img, size, backend=b) for b in ("cuda", "cpu"))
+        assert colour_diff(got, want) <= 1, (rng, size)
+    # The second stage shrinks the first one's floats.
+    steps = [("resize", width // 2, 3, "lanczos3"), ("resize", 2, 2, "bicubic")]
+    assert colour_diff(chain(img, steps, "cuda"), chain(img, steps, "cpu")) <= 1, rng
+
+
 def test_image_without_copy_on_gpu_is_uploaded(rng):
     # copy=False shares the array on the CPU only; on CUDA it is uploaded.
     img = rng.image(37, 53, 3)

@@ -61,7 +61,9 @@ std::shared_ptr<uint8_t> cuda_alloc(size_t bytes) {
   FI_CUDA_CHECK(cudaEventCreateWithFlags(&written, cudaEventDisableTiming));
   uint8_t* p = nullptr;
   try {
-    p = malloc_on_stream(bytes);
+    // The kernels read 8-bit rows as aligned 4-byte words, of which the last
+    // may reach past the last pixel (cuda_kernels.cu).
+    p = malloc_on_stream(bytes + kImagePadding);
   } catch (...) {
     if (cudaEventDestroy(written) != cudaSuccess) cudaGetLastError();
     throw;

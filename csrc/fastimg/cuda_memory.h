@@ -13,6 +13,9 @@ namespace fi {
 // Device memory from the stream-ordered allocator of this thread's stream.
 uint8_t* malloc_on_stream(size_t bytes);
 
+// Bytes an Image's device memory has beyond its pixels, readable by kernels.
+constexpr size_t kImagePadding = 16;
+
 // A call's own buffers (weights, intermediate rows): used on this thread's
 // stream only, and freed after it synchronised.
 template <class T>

@@ -1,40 +1,208 @@
+#include <algorithm>
+#include <cstring>
 #include <list>
+#include <map>
 #include <mutex>
+#include <utility>
 
 #include "cuda_memory.h"
 #include "cuda_tables.h"
 
 namespace fi {
+namespace {
 
-DevicePass::DevicePass(const Pass& p, Layout layout)
-    : start(device_array<int>(p.start.size())), weights(device_array<float>(p.weights.size())) {
-  std::vector<float> transposed;
-  if (layout == Layout::TapMajor) {
-    transposed.resize(p.weights.size());
-    for (int x = 0; x < p.n_out; ++x)
-      for (int k = 0; k < p.taps; ++k)
-        transposed[static_cast<size_t>(k) * p.n_out + x] =
-            p.weights[static_cast<size_t>(x) * p.taps + k];
+// Host arrays laid out for one upload; offsets become device pointers after.
+class Blob {
+ public:
+  template <class T>
+  size_t add(const std::vector<T>& v) {
+    const size_t at = (bytes_.size() + 15) / 16 * 16;  // float4 reads need 16-byte alignment
+    bytes_.resize(at + v.size() * sizeof(T));
+    if (!v.empty()) std::memcpy(bytes_.data() + at, v.data(), v.size() * sizeof(T));
+    return at;
   }
-  const std::vector<float>& w = layout == Layout::TapMajor ? transposed : p.weights;
-  FI_CUDA_CHECK(cudaMemcpyAsync(start.get(), p.start.data(), p.start.size() * sizeof(int),
-                                cudaMemcpyHostToDevice, kStream));
-  FI_CUDA_CHECK(cudaMemcpyAsync(weights.get(), w.data(), w.size() * sizeof(float),
-                                cudaMemcpyHostToDevice, kStream));
+  const std::vector<uint8_t>& bytes() const { return bytes_; }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
+struct HostBands {
+  int height = 0;
+  std::vector<int> first, length;
+  std::vector<float> weights;
+};
+
+HostBands make_bands(const Pass& p, int n) {
+  HostBands b;
+  const int count = (p.n_out + n - 1) / n;
+  b.first.resize(count);
+  b.length.resize(count);
+  for (int g = 0; g < count; ++g) {
+    int lo = p.n_in, hi = 0;
+    for (int o = g * n; o < std::min(p.n_out, g * n + n); ++o) {
+      lo = std::min(lo, p.start[o]);
+      hi = std::max(hi, p.start[o] + p.taps);
+    }
+    b.first[g] = lo;
+    b.length[g] = hi - lo;
+    b.height = std::max(b.height, hi - lo);
+  }
+  b.weights.assign(static_cast<size_t>(count) * b.height * kBandLanes, 0.0f);
+  for (int g = 0; g < count; ++g)
+    for (int o = g * n; o < std::min(p.n_out, g * n + n); ++o)
+      for (int k = 0; k < p.taps; ++k) {
+        const int u = p.start[o] + k - b.first[g];
+        b.weights[(static_cast<size_t>(g) * b.height + u) * kBandLanes + (o - g * n)] =
+            p.weights[static_cast<size_t>(o) * p.taps + k];
+      }
+  return b;
+}
+
+struct HostStrips {
+  int width = 0, elements = 0;
+  std::vector<int> px0, px1;
+};
+
+// The strips of `bands_per_strip` horizontal bands each.
+HostStrips make_strips(const HostBands& h, int n_out, int bands_per_strip, int channels) {
+  HostStrips s;
+  s.width = bands_per_strip * kBandPixels;
+  const int bands = static_cast<int>(h.first.size());
+  const int count = (n_out + s.width - 1) / s.width;
+  for (int i = 0; i < count; ++i) {
+    int lo = INT32_MAX, hi = 0;
+    for (int g = i * bands_per_strip; g < std::min(bands, (i + 1) * bands_per_strip); ++g) {
+      lo = std::min(lo, h.first[g]);
+      hi = std::max(hi, h.first[g] + h.length[g]);
+    }
+    s.px0.push_back(lo);
+    s.px1.push_back(hi);
+    const int e0 = lo * channels / 4 * 4;
+    s.elements = std::max(s.elements, (hi * channels - e0 + 3) / 4 * 4);
+  }
+  return s;
+}
+
+size_t shared_bytes(const HostStrips& s, int channels) {
+  return stage_shared_bytes(s.elements, s.width, channels);
+}
+
+// The widest strips whose block fits in the default 48 KB of shared memory;
+// else the narrowest, if it fits in what the device allows a block to opt
+// into; else none (width 0).
+HostStrips choose_strips(const HostBands& h, int n_out, int channels, size_t optin) {
+  constexpr size_t kDefault = 48 << 10;
+  const int bands = static_cast<int>(h.first.size());
+  int lo = 1, hi = bands;  // the largest count of bands per strip that fits kDefault
+  if (shared_bytes(make_strips(h, n_out, 1, channels), channels) > kDefault) {
+    HostStrips one = make_strips(h, n_out, 1, channels);
+    return shared_bytes(one, channels) <= optin ? one : HostStrips{};
+  }
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (shared_bytes(make_strips(h, n_out, mid, channels), channels) <= kDefault)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return make_strips(h, n_out, lo, channels);
+}
+
+// The two-pass form's tables (cuda_kernels.cu): tap-major weights for the
+// horizontal pass, whose threads compute neighbouring outputs of one row.
+std::vector<float> tap_major(const Pass& p) {
+  std::vector<float> t(p.weights.size());
+  for (int x = 0; x < p.n_out; ++x)
+    for (int k = 0; k < p.taps; ++k)
+      t[static_cast<size_t>(k) * p.n_out + x] = p.weights[static_cast<size_t>(x) * p.taps + k];
+  return t;
+}
+
+int shared_memory_optin() {
+  static const int bytes = [] {
+    int dev = 0, v = 0;
+    FI_CUDA_CHECK(cudaGetDevice(&dev));
+    FI_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return v;
+  }();
+  return bytes;
+}
+
+std::shared_ptr<const DevicePlan> upload(const Plan& plan) {
+  constexpr int kChannels[] = {1, 3, 4};
+  struct Offsets {
+    size_t v_first, v_length, v_weights, h_first, h_length, h_weights;
+    size_t px0[5], px1[5];
+    size_t h_start, h_weights_tap_major, v_start, v_weights_output_major;
+  };
+  Blob blob;
+  auto made = std::make_shared<DevicePlan>();
+  std::vector<Offsets> at(plan.stages.size());
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    const Stage& s = plan.stages[i];
+    DeviceStage d;
+    Offsets& o = at[i];
+    const HostBands v = make_bands(s.vertical, kBandRows),
+                    h = make_bands(s.horizontal, kBandPixels);
+    d.vertical = {static_cast<int>(v.first.size()), v.height};
+    d.horizontal = {static_cast<int>(h.first.size()), h.height};
+    o.v_first = blob.add(v.first);
+    o.v_length = blob.add(v.length);
+    o.v_weights = blob.add(v.weights);
+    o.h_first = blob.add(h.first);
+    o.h_length = blob.add(h.length);
+    o.h_weights = blob.add(h.weights);
+    bool two_pass = false;
+    for (int c : kChannels) {
+      const HostStrips st = choose_strips(h, s.horizontal.n_out, c, shared_memory_optin());
+      d.strips[c] = {st.width, static_cast<int>(st.px0.size()), st.elements};
+      o.px0[c] = blob.add(st.px0);
+      o.px1[c] = blob.add(st.px1);
+      two_pass = two_pass || st.width == 0;
+    }
+    if (two_pass) {
+      d.horizontal_pass = s.horizontal.view();
+      d.vertical_pass = s.vertical.view();
+      o.h_start = blob.add(s.horizontal.start);
+      o.h_weights_tap_major = blob.add(tap_major(s.horizontal));
+      o.v_start = blob.add(s.vertical.start);
+      o.v_weights_output_major = blob.add(s.vertical.weights);
+    }
+    made->stages.push_back(d);
+  }
+  const std::vector<uint8_t>& bytes = blob.bytes();
+  made->memory = device_array<uint8_t>(bytes.size());
+  uint8_t* base = made->memory.get();
+  FI_CUDA_CHECK(cudaMemcpyAsync(base, bytes.data(), bytes.size(), cudaMemcpyHostToDevice, kStream));
   // Complete before any thread's stream may read them from the cache.
   FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
-  view = {p.n_in, p.n_out, p.taps, start.get(), weights.get()};
-}
-
-DevicePlan::DevicePlan(const Plan& p) {
-  passes.reserve(2 * p.stages.size());
-  for (const Stage& s : p.stages) {
-    passes.emplace_back(s.horizontal, Layout::TapMajor);
-    passes.emplace_back(s.vertical, Layout::OutputMajor);
+  const auto ints = [base](size_t offset) { return reinterpret_cast<const int*>(base + offset); };
+  const auto floats = [base](size_t offset) {
+    return reinterpret_cast<const float*>(base + offset);
+  };
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    DeviceStage& d = made->stages[i];
+    const Offsets& o = at[i];
+    d.vertical.first = ints(o.v_first);
+    d.vertical.length = ints(o.v_length);
+    d.vertical.weights = floats(o.v_weights);
+    d.horizontal.first = ints(o.h_first);
+    d.horizontal.length = ints(o.h_length);
+    d.horizontal.weights = floats(o.h_weights);
+    for (int c : kChannels) {
+      d.strips[c].px0 = ints(o.px0[c]);
+      d.strips[c].px1 = ints(o.px1[c]);
+    }
+    if (d.horizontal_pass.n_out > 0) {
+      d.horizontal_pass.start = ints(o.h_start);
+      d.horizontal_pass.weights = floats(o.h_weights_tap_major);
+      d.vertical_pass.start = ints(o.v_start);
+      d.vertical_pass.weights = floats(o.v_weights_output_major);
+    }
   }
+  return made;
 }
-
-namespace {
 
 // Device tables of the plans in use, keyed by the plan's id: calls of one
 // geometry share one host plan (plan.h), so they upload its tables once.
@@ -45,7 +213,7 @@ class PlanTables {
       const std::lock_guard<std::mutex> lock(mutex_);
       if (auto found = find(plan->id)) return found;
     }
-    auto made = std::make_shared<const DevicePlan>(*plan);  // uploaded outside the lock
+    auto made = upload(*plan);  // outside the lock
     const std::lock_guard<std::mutex> lock(mutex_);
     if (auto found = find(plan->id)) return found;  // another thread was first
     // A plan no longer held by anyone (evicted from the host's cache, or a
@@ -81,10 +249,35 @@ class PlanTables {
 
 }  // namespace
 
+size_t stage_shared_bytes(int elements, int width, int channels) {
+  return static_cast<size_t>(kBandRows) *
+         (vertical_pitch(elements) + static_cast<size_t>(width) * channels) * sizeof(float);
+}
+
 std::shared_ptr<const DevicePlan> device_tables(const PlanPtr& plan) {
   // Never destroyed: its device memory must not be freed after the runtime is.
   static PlanTables* tables = new PlanTables;
   return tables->get(plan);
+}
+
+std::shared_ptr<const uint8_t> quantize_table(int levels, bool dither) {
+  // At most 255 x 2 tables of 16 KB, each made once; never destroyed (as above).
+  static std::mutex* mutex = new std::mutex;
+  static auto* tables = new std::map<std::pair<int, bool>, std::shared_ptr<const uint8_t>>;
+  const std::lock_guard<std::mutex> lock(*mutex);
+  auto& t = (*tables)[{levels, dither}];
+  if (t) return t;
+  const int rows = dither ? 64 : 1;
+  std::vector<uint8_t> host(static_cast<size_t>(rows) * 256);
+  for (int r = 0; r < rows; ++r)
+    for (int v = 0; v < 256; ++v)
+      host[r * 256 + v] = quantize_value(v, levels, r % 8, r / 8, dither);
+  auto made = device_array<uint8_t>(host.size());
+  FI_CUDA_CHECK(
+      cudaMemcpyAsync(made.get(), host.data(), host.size(), cudaMemcpyHostToDevice, kStream));
+  FI_CUDA_CHECK(cudaStreamSynchronize(kStream));
+  t = made;
+  return t;
 }
 
 }  // namespace fi
