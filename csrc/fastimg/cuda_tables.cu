@@ -61,8 +61,51 @@ HostBands make_bands(const Pass& p, int n) {
 
 struct HostStrips {
   int width = 0, elements = 0;
+  bool ring = false;
   std::vector<int> px0, px1;
 };
+
+struct HostRing {
+  std::vector<float> weights;
+  std::vector<int> base, emits;
+};
+
+// The ring form of a vertical pass (Ring), or nothing when its windows do not
+// start and end in order or some row is in more than kRingSlots of them. A
+// window is the range of its nonzero weights: the plan's windows all have
+// the pass's longest length, so near an edge, where they are clipped, several
+// would start together at the first row and hold rows their weights skip.
+HostRing make_ring(const Pass& p) {
+  std::vector<int> first(p.n_out), end(p.n_out);
+  for (int o = 0; o < p.n_out; ++o) {
+    const float* w = p.weights.data() + static_cast<size_t>(o) * p.taps;
+    int a = 0, b = p.taps;
+    while (a < b - 1 && w[a] == 0.0f) ++a;
+    while (b > a + 1 && w[b - 1] == 0.0f) --b;
+    first[o] = p.start[o] + a;
+    end[o] = p.start[o] + b;
+    if (o > 0 && (first[o] < first[o - 1] || end[o] < end[o - 1])) return {};
+  }
+  HostRing r;
+  r.base.resize(p.n_in);
+  r.emits.resize(p.n_in);
+  // base[y]: the first output whose window ends after row y.
+  for (int y = 0, o = 0; y < p.n_in; ++y) {
+    while (o < p.n_out && end[o] <= y) ++o;
+    r.base[y] = o;
+  }
+  for (int y = 0; y < p.n_in; ++y)
+    r.emits[y] = (y + 1 < p.n_in ? r.base[y + 1] : p.n_out) - r.base[y];
+  r.weights.assign(static_cast<size_t>(p.n_in) * kRingSlots, 0.0f);
+  for (int o = 0; o < p.n_out; ++o)
+    for (int y = first[o]; y < end[o]; ++y) {
+      const int slot = o - r.base[y];
+      if (slot >= kRingSlots) return {};
+      r.weights[static_cast<size_t>(y) * kRingSlots + slot] =
+          p.weights[static_cast<size_t>(o) * p.taps + (y - p.start[o])];
+    }
+  return r;
+}
 
 // The strips of `bands_per_strip` horizontal bands each.
 HostStrips make_strips(const HostBands& h, int n_out, int bands_per_strip, int channels) {
@@ -109,6 +152,29 @@ HostStrips choose_strips(const HostBands& h, int n_out, int channels, size_t opt
   return make_strips(h, n_out, lo, channels);
 }
 
+// For a ring: the widest strips that fit kDefault with at most 4 * kThreads
+// elements, ring set; else choose_strips's.
+HostStrips choose_ring_strips(const HostBands& h, int n_out, int channels, size_t optin) {
+  constexpr int kMost = 4 * kThreads;
+  HostStrips best = choose_strips(h, n_out, channels, optin);
+  if (best.width == 0 || best.elements <= kMost) {
+    best.ring = best.width > 0 && best.elements <= kMost;
+    return best;
+  }
+  int lo = 1, hi = best.width / kBandPixels;
+  if (make_strips(h, n_out, 1, channels).elements > kMost) return best;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (make_strips(h, n_out, mid, channels).elements <= kMost)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  HostStrips s = make_strips(h, n_out, lo, channels);
+  s.ring = true;
+  return s;
+}
+
 // The two-pass form's tables (cuda_kernels.cu): tap-major weights for the
 // horizontal pass, whose threads compute neighbouring outputs of one row.
 std::vector<float> tap_major(const Pass& p) {
@@ -133,6 +199,7 @@ std::shared_ptr<const DevicePlan> upload(const Plan& plan) {
   constexpr int kChannels[] = {1, 3, 4};
   struct Offsets {
     size_t v_first, v_length, v_weights, h_first, h_length, h_weights;
+    size_t ring_weights, ring_base, ring_emits;
     size_t px0[5], px1[5];
     size_t h_start, h_weights_tap_major, v_start, v_weights_output_major;
   };
@@ -153,10 +220,19 @@ std::shared_ptr<const DevicePlan> upload(const Plan& plan) {
     o.h_first = blob.add(h.first);
     o.h_length = blob.add(h.length);
     o.h_weights = blob.add(h.weights);
+    // A shrink (more than one input row per output row) of few taps per
+    // row runs its vertical pass as a ring: then each row is read once.
+    const HostRing ring = s.vertical.n_in > s.vertical.n_out ? make_ring(s.vertical) : HostRing{};
+    const bool ringed = !ring.weights.empty();
+    o.ring_weights = blob.add(ring.weights);
+    o.ring_base = blob.add(ring.base);
+    o.ring_emits = blob.add(ring.emits);
     bool two_pass = false;
     for (int c : kChannels) {
-      const HostStrips st = choose_strips(h, s.horizontal.n_out, c, shared_memory_optin());
-      d.strips[c] = {st.width, static_cast<int>(st.px0.size()), st.elements};
+      const HostStrips st =
+          ringed ? choose_ring_strips(h, s.horizontal.n_out, c, shared_memory_optin())
+                 : choose_strips(h, s.horizontal.n_out, c, shared_memory_optin());
+      d.strips[c] = {st.width, static_cast<int>(st.px0.size()), st.elements, st.ring};
       o.px0[c] = blob.add(st.px0);
       o.px1[c] = blob.add(st.px1);
       two_pass = two_pass || st.width == 0;
@@ -190,6 +266,7 @@ std::shared_ptr<const DevicePlan> upload(const Plan& plan) {
     d.horizontal.first = ints(o.h_first);
     d.horizontal.length = ints(o.h_length);
     d.horizontal.weights = floats(o.h_weights);
+    d.ring = {floats(o.ring_weights), ints(o.ring_base), ints(o.ring_emits)};
     for (int c : kChannels) {
       d.strips[c].px0 = ints(o.px0[c]);
       d.strips[c].px1 = ints(o.px1[c]);

@@ -34,16 +34,32 @@ struct Bands {
   const float* weights = nullptr;
 };
 
+// The vertical pass of a shrink, as a ring of kRingSlots sums per element:
+// each input row is read once per block and added to every output whose
+// window holds it. Row y goes to outputs base[y] .. base[y] + kRingSlots - 1
+// with weights[y * kRingSlots + j]; after it, emits[y] outputs (from base[y])
+// are complete. Only for passes whose windows start in order and never hold
+// a row that more than kRingSlots outputs share (weights == null otherwise).
+constexpr int kRingSlots = 8;
+struct Ring {
+  const float* weights = nullptr;
+  const int* base = nullptr;
+  const int* emits = nullptr;
+};
+
 // The strips of output columns a stage's blocks work on, for one channel
 // count: strip s has output pixels [s * width, s * width + width) and reads
 // input pixels [px0[s], px1[s]). `elements`: the most input elements (pixel
 // channels) a strip reads, rounded up to 4. width == 0: no strip fits in a
 // block's shared memory (an extreme shrink), and the stage runs as two passes
-// through device memory instead.
+// through device memory instead. ring: the vertical pass runs as a Ring (each
+// thread keeps the sums of its 4 elements, so a strip has at most
+// 4 * kThreads elements).
 struct Strips {
   int width = 0;
   int count = 0;
   int elements = 0;
+  bool ring = false;
   const int* px0 = nullptr;
   const int* px1 = nullptr;
 };
@@ -60,6 +76,7 @@ size_t stage_shared_bytes(int elements, int width, int channels);
 
 struct DeviceStage {
   Bands vertical, horizontal;
+  Ring ring;
   Strips strips[5];  // by channel count: 1, 3 and 4
   // The two-pass form (only when some channel count has no strips): the
   // horizontal pass's weights tap-major, the vertical pass's output-major.

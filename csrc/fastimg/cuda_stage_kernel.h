@@ -1,0 +1,270 @@
+// The kernel of a separable stage (docs/kernels.md): each block takes a strip
+// of output columns and a run of bands of kBandRows output rows; for each
+// band it computes the vertical pass over the strip's input columns into
+// shared memory, then the horizontal pass from there, then writes the band's
+// output rows once, in whole words. Included by the files that instantiate
+// launch_stage (cuda_stage_u8.cu, cuda_stage_f32.cu) and nowhere else.
+#pragma once
+
+#include <type_traits>
+
+#include "cuda_launch.h"
+#include "cuda_stage.h"
+#include "pixel.h"
+
+namespace fi {
+namespace {
+
+// Four consecutive elements of an 8-bit row from any byte address: the aligned
+// words around them (an Image's memory is padded so that the second is in it).
+__device__ __forceinline__ uint32_t load_bytes(const uint8_t* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~uintptr_t{3});
+  const unsigned shift = static_cast<unsigned>(a & 3) * 8;
+  const uint32_t lo = __ldg(w);
+  if (shift == 0) return lo;
+  const uint64_t both = static_cast<uint64_t>(__ldg(w + 1)) << 32 | lo;
+  return static_cast<uint32_t>(both >> shift);
+}
+
+// Byte i of w as a float, exactly: one byte permutation makes the float
+// 2^23 + b (b in the low mantissa bits), one subtraction leaves b; both at full
+// rate, unlike an integer-to-float conversion.
+__device__ __forceinline__ float byte_float(uint32_t w, int i) {
+  return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | i)) - 8388608.0f;
+}
+
+// The four elements at p as floats, 8-bit RGBA premultiplied (then the four
+// are one pixel: rows and strips of RGBA start at whole pixels).
+template <int C>
+__device__ __forceinline__ void load4(const uint8_t* p, float v[4]) {
+  const uint32_t w = load_bytes(p);
+  for (int i = 0; i < 4; ++i) v[i] = byte_float(w, i);
+  if (C == 4)
+    for (int i = 0; i < 3; ++i) v[i] = premultiply(v[i], v[3]);
+}
+
+template <int C>
+__device__ __forceinline__ void load4(const float* p, float v[4]) {
+  const float4 q = __ldg(reinterpret_cast<const float4*>(p));
+  v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+}
+
+// The kBandLanes weights at p (two float4 reads; in the vertical pass the
+// same address for every thread of the block).
+__device__ __forceinline__ void band_weights(const float* p, float w[kBandLanes]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(p));
+  const float4 c = __ldg(reinterpret_cast<const float4*>(p) + 1);
+  w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = c.x, w[5] = c.y, w[6] = c.z, w[7] = c.w;
+}
+
+__device__ __forceinline__ const float* band_row(const Bands& b, int band) {
+  return b.weights + static_cast<size_t>(band) * b.height * kBandLanes;
+}
+
+// The vertical pass of band `band` over the strip's elements [e0, e0 +
+// elements): kBandRows sums per element, 4 elements per thread, each input
+// row read once per band (the rows of neighbouring bands overlap and come
+// from the cache). Writes kBandRows rows of `pitch` floats.
+template <int C, class In>
+__device__ void vertical_band(const In* src, size_t src_pitch, const Bands& v, int band, int e0,
+                              int elements, float* rows, int pitch) {
+  const int first = v.first[band], length = v.length[band];
+  for (int e = 4 * static_cast<int>(threadIdx.x); e < elements; e += 4 * kThreads) {
+    float acc[kBandRows][4] = {};
+    const In* p = src + static_cast<size_t>(first) * src_pitch + e0 + e;
+    const float* wp = band_row(v, band);
+#pragma unroll 2
+    for (int u = 0; u < length; ++u, p += src_pitch, wp += kBandLanes) {
+      float px[4], w[kBandLanes];
+      load4<C>(p, px);
+      band_weights(wp, w);
+      for (int r = 0; r < kBandRows; ++r)
+        for (int i = 0; i < 4; ++i) acc[r][i] += w[r] * px[i];
+    }
+    for (int r = 0; r < kBandRows; ++r)
+      *reinterpret_cast<float4*>(rows + r * pitch + e) =
+          float4{acc[r][0], acc[r][1], acc[r][2], acc[r][3]};
+  }
+}
+
+// The horizontal pass from the band's rows in shared memory: a thread
+// computes kBandPixels neighbouring outputs of one row, so each value it reads
+// serves all of their windows. Threads next to each other take the same
+// pixels of different rows, so the weights they read are shared. Outputs go
+// to `out` (kBandRows rows of `width` pixels), rounded if 8-bit.
+template <int C, class Out>
+__device__ void horizontal_band(const float* rows, int pitch, int e0, const Bands& h, int x0,
+                                int x1, int width, int rows_left, Out* out) {
+  const int band0 = x0 / kBandPixels, bands = (x1 - x0 + kBandPixels - 1) / kBandPixels;
+  for (int item = threadIdx.x; item < kBandRows * bands; item += kThreads) {
+    const int r = item % kBandRows, band = band0 + item / kBandRows;
+    if (r >= rows_left) continue;
+    const int first = h.first[band], length = h.length[band];
+    const float* in = rows + r * pitch + first * C - e0;
+    const float* wp = band_row(h, band);
+    float acc[kBandPixels][C] = {};
+    for (int u = 0; u < length; ++u, in += C, wp += kBandLanes) {
+      float px[C], w[kBandLanes];
+      if constexpr (C == 4) {
+        const float4 q = *reinterpret_cast<const float4*>(in);
+        px[0] = q.x, px[1] = q.y, px[2] = q.z, px[3] = q.w;
+      } else {
+        for (int c = 0; c < C; ++c) px[c] = in[c];
+      }
+      band_weights(wp, w);
+      for (int p = 0; p < kBandPixels; ++p)
+        for (int c = 0; c < C; ++c) acc[p][c] += w[p] * px[c];
+    }
+    for (int p = 0; p < kBandPixels; ++p) {
+      const int x = band * kBandPixels + p;
+      if (x >= x1) break;
+      Out* o = out + (static_cast<size_t>(r) * width + (x - x0)) * C;
+      if constexpr (std::is_same_v<Out, float>)
+        for (int c = 0; c < C; ++c) o[c] = acc[p][c];  // stays premultiplied, unrounded
+      else
+        store_u8<C>(acc[p], o);
+    }
+  }
+}
+
+// The band's finished rows from shared memory to the image, each written once.
+// 8-bit rows go as aligned 4-byte words; the bytes of a word at either end of
+// a row that belong to a neighbouring strip or row are left to their block.
+template <int C>
+__device__ void write_rows(const uint8_t* out, int width, int x0, int x1, int y0, int rows_left,
+                           const StageGeometry& g, uint8_t* dst) {
+  const int row_bytes = (x1 - x0) * C;
+  const int words = row_bytes / 4 + 2;  // a row's bytes touch at most this many words
+  for (int item = threadIdx.x; item < kBandRows * words; item += kThreads) {
+    const int r = item / words, k = item % words;
+    if (r >= rows_left) continue;
+    const size_t start = (static_cast<size_t>(y0 + r) * g.out_w + x0) * C;
+    const size_t word = start / 4 + k;
+    if (word * 4 >= start + row_bytes) continue;
+    const uint8_t* from = out + static_cast<size_t>(r) * width * C;
+    uint32_t value = 0;
+    bool whole = true;
+    for (int b = 0; b < 4; ++b) {
+      const size_t at = word * 4 + b;
+      if (at < start || at >= start + row_bytes)
+        whole = false;
+      else
+        value |= static_cast<uint32_t>(from[at - start]) << (8 * b);
+    }
+    if (whole) {
+      *reinterpret_cast<uint32_t*>(dst + word * 4) = value;
+      continue;
+    }
+    for (int b = 0; b < 4; ++b) {
+      const size_t at = word * 4 + b;
+      if (at >= start && at < start + row_bytes) dst[at] = static_cast<uint8_t>(value >> (8 * b));
+    }
+  }
+}
+
+// Float rows (an intermediate between stages): one float per thread.
+template <int C>
+__device__ void write_rows(const float* out, int width, int x0, int x1, int y0, int rows_left,
+                           const StageGeometry& g, float* dst) {
+  const int row = (x1 - x0) * C;
+  for (int item = threadIdx.x; item < kBandRows * row; item += kThreads) {
+    const int r = item / row, k = item % row;
+    if (r >= rows_left) continue;
+    dst[static_cast<size_t>(y0 + r) * g.dst_pitch + static_cast<size_t>(x0) * C + k] =
+        out[static_cast<size_t>(r) * width * C + k];
+  }
+}
+
+// The vertical pass of a run of bands as a ring (Ring): the block reads the
+// input rows of its bands in order, each once; each thread adds its 4
+// elements of a row to the kRingSlots outputs whose windows hold the row, and
+// puts every output it completes into its band's row of `rows`; when a band
+// is complete, `finish` runs the rest of the stage on it (with barriers: the
+// completions are the same for all threads of the block).
+template <int C, class In, class Finish>
+__device__ void vertical_ring(const In* src, size_t src_pitch, const Bands& v, const Ring& ring,
+                              int band0, int band1, int last_row_out, int e0, int elements,
+                              float* rows, int pitch, Finish finish) {
+  const int e = 4 * static_cast<int>(threadIdx.x);
+  const bool mine = e < elements;  // the others only keep the barriers
+  const int first_out = band0 * kBandRows;
+  const int end = v.first[band1 - 1] + v.length[band1 - 1];
+  int y = v.first[band0];
+  int base = ring.base[y];
+  const In* p = src + static_cast<size_t>(y) * src_pitch + e0 + e;
+  float acc[kRingSlots][4] = {};
+  for (; y < end; ++y, p += src_pitch) {
+    if (mine) {
+      float px[4], w[kRingSlots];
+      load4<C>(p, px);
+      band_weights(ring.weights + static_cast<size_t>(y) * kRingSlots, w);
+      for (int j = 0; j < kRingSlots; ++j)
+        for (int i = 0; i < 4; ++i) acc[j][i] += w[j] * px[i];
+    }
+    for (int done = ring.emits[y]; done > 0; --done, ++base) {
+      // Output `base` is complete; outputs before the first band only shared
+      // rows with it.
+      if (base >= first_out && base <= last_row_out) {
+        if (mine)
+          *reinterpret_cast<float4*>(rows + (base % kBandRows) * pitch + e) =
+              float4{acc[0][0], acc[0][1], acc[0][2], acc[0][3]};
+        if (base % kBandRows == kBandRows - 1 || base == last_row_out) finish(base / kBandRows);
+      }
+      for (int j = 0; j + 1 < kRingSlots; ++j)
+        for (int i = 0; i < 4; ++i) acc[j][i] = acc[j + 1][i];
+      for (int i = 0; i < 4; ++i) acc[kRingSlots - 1][i] = 0.0f;
+    }
+  }
+}
+
+// One separable stage (see the top of this file). Block b takes strip
+// b % strips and the bands [chunk * bands_per_block, ...) of chunk
+// b / strips. Shared memory: the vertical results, then the outputs.
+template <int C, class In, class Out>
+__global__ void __launch_bounds__(kThreads)
+    stage_kernel(const In* src, Out* dst, StageGeometry g, Bands v, Bands h, Ring ring, Strips s) {
+  const int strip = static_cast<int>(blockIdx.x) % s.count;
+  const int chunk = static_cast<int>(blockIdx.x) / s.count;
+  const int x0 = strip * s.width, x1 = x0 + s.width < g.out_w ? x0 + s.width : g.out_w;
+  // The strip's input elements, from a multiple of 4 (whole float4s; whole
+  // pixels for RGBA).
+  const int e0 = s.px0[strip] * C / 4 * 4;
+  const int elements = (s.px1[strip] * C - e0 + 3) / 4 * 4;
+  const int pitch = vertical_pitch(s.elements);
+  float* rows = shared_memory<float>();
+  Out* out = reinterpret_cast<Out*>(rows + kBandRows * pitch);
+  const int band0 = chunk * g.bands_per_block;
+  const int band1 = band0 + g.bands_per_block < v.count ? band0 + g.bands_per_block : v.count;
+  // The rest of the stage for a band whose vertical results are in `rows`.
+  const auto finish = [&](int band) {
+    __syncthreads();  // the band's vertical results are complete
+    const int y0 = band * kBandRows;
+    horizontal_band<C>(rows, pitch, e0, h, x0, x1, s.width, g.out_h - y0, out);
+    __syncthreads();  // its outputs are complete, and `rows` is free again
+    write_rows<C>(out, s.width, x0, x1, y0, g.out_h - y0, g, dst);
+    // `out` is rewritten only after the next band's first barrier.
+  };
+  if (s.ring) {
+    const int last_row_out = (band1 * kBandRows < g.out_h ? band1 * kBandRows : g.out_h) - 1;
+    vertical_ring<C>(src, g.src_pitch, v, ring, band0, band1, last_row_out, e0, elements, rows,
+                     pitch, finish);
+    return;
+  }
+  for (int band = band0; band < band1; ++band) {
+    vertical_band<C>(src, g.src_pitch, v, band, e0, elements, rows, pitch);
+    finish(band);
+  }
+}
+
+}  // namespace
+
+template <int C, class In, class Out>
+void launch_stage(const In* src, Out* dst, const StageGeometry& g, const DeviceStage& t,
+                  int blocks) {
+  const Strips& s = t.strips[C];
+  launch_blocks(stage_kernel<C, In, Out>, blocks, stage_shared_bytes(s.elements, s.width, C), src,
+                dst, g, t.vertical, t.horizontal, t.ring, s);
+}
+
+}  // namespace fi
