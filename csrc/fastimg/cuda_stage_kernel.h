@@ -88,14 +88,37 @@ __device__ void vertical_band(const In* src, size_t src_pitch, const Bands& v, i
   }
 }
 
+// Where output pixel x of band row r goes in shared memory. 8-bit rows are
+// kept at the byte offset their first byte has within a 4-byte word of the
+// image, so that they go out as whole words (write_rows), in rows of
+// out_pitch bytes; rows of floats are packed. `width` pixels per row.
+template <int C>
+__device__ __forceinline__ int out_pitch(int width) {
+  return (width * C + 3 + 4) / 4 * 4;  // room for the offset, in whole words
+}
+
+template <int C>
+__device__ __forceinline__ int out_offset(const uint8_t*, const StageGeometry& g, int width, int r,
+                                          int y, int x0, int x) {
+  const unsigned shift = (static_cast<unsigned>(y) * g.out_w + x0) * C & 3;  // mod 4 survives
+  return r * out_pitch<C>(width) + static_cast<int>(shift) + (x - x0) * C;   // wrap-around
+}
+
+template <int C>
+__device__ __forceinline__ int out_offset(const float*, const StageGeometry&, int width, int r, int,
+                                          int x0, int x) {
+  return (r * width + (x - x0)) * C;
+}
+
 // The horizontal pass from the band's rows in shared memory: a thread
 // computes kBandPixels neighbouring outputs of one row, so each value it reads
 // serves all of their windows. Threads next to each other take the same
 // pixels of different rows, so the weights they read are shared. Outputs go
-// to `out` (kBandRows rows of `width` pixels), rounded if 8-bit.
+// to `out`, rounded if 8-bit.
 template <int C, class Out>
 __device__ void horizontal_band(const float* rows, int pitch, int e0, const Bands& h, int x0,
-                                int x1, int width, int rows_left, Out* out) {
+                                int x1, int width, int y0, int rows_left, const StageGeometry& g,
+                                Out* out) {
   const int band0 = x0 / kBandPixels, bands = (x1 - x0 + kBandPixels - 1) / kBandPixels;
   for (int item = threadIdx.x; item < kBandRows * bands; item += kThreads) {
     const int r = item % kBandRows, band = band0 + item / kBandRows;
@@ -119,7 +142,7 @@ __device__ void horizontal_band(const float* rows, int pitch, int e0, const Band
     for (int p = 0; p < kBandPixels; ++p) {
       const int x = band * kBandPixels + p;
       if (x >= x1) break;
-      Out* o = out + (static_cast<size_t>(r) * width + (x - x0)) * C;
+      Out* o = out + out_offset<C>(out, g, width, r, y0 + r, x0, x);
       if constexpr (std::is_same_v<Out, float>)
         for (int c = 0; c < C; ++c) o[c] = acc[p][c];  // stays premultiplied, unrounded
       else
@@ -129,50 +152,37 @@ __device__ void horizontal_band(const float* rows, int pitch, int e0, const Band
 }
 
 // The band's finished rows from shared memory to the image, each written once.
-// 8-bit rows go as aligned 4-byte words; the bytes of a word at either end of
-// a row that belong to a neighbouring strip or row are left to their block.
+// 8-bit rows go as aligned 4-byte words; of the words at either end of a row,
+// only the row's own bytes are written (the others belong to a neighbouring
+// strip or row, written by their block).
 template <int C>
 __device__ void write_rows(const uint8_t* out, int width, int x0, int x1, int y0, int rows_left,
                            const StageGeometry& g, uint8_t* dst) {
   const int row_bytes = (x1 - x0) * C;
-  const int words = row_bytes / 4 + 2;  // a row's bytes touch at most this many words
-  for (int item = threadIdx.x; item < kBandRows * words; item += kThreads) {
-    const int r = item / words, k = item % words;
-    if (r >= rows_left) continue;
+  for (int r = 0; r < kBandRows && r < rows_left; ++r) {
     const size_t start = (static_cast<size_t>(y0 + r) * g.out_w + x0) * C;
-    const size_t word = start / 4 + k;
-    if (word * 4 >= start + row_bytes) continue;
-    const uint8_t* from = out + static_cast<size_t>(r) * width * C;
-    uint32_t value = 0;
-    bool whole = true;
-    for (int b = 0; b < 4; ++b) {
-      const size_t at = word * 4 + b;
-      if (at < start || at >= start + row_bytes)
-        whole = false;
-      else
-        value |= static_cast<uint32_t>(from[at - start]) << (8 * b);
-    }
-    if (whole) {
-      *reinterpret_cast<uint32_t*>(dst + word * 4) = value;
-      continue;
-    }
-    for (int b = 0; b < 4; ++b) {
-      const size_t at = word * 4 + b;
-      if (at >= start && at < start + row_bytes) dst[at] = static_cast<uint8_t>(value >> (8 * b));
+    const int shift = static_cast<int>(start & 3), words = (shift + row_bytes + 3) / 4;
+    const uint8_t* from = out + r * out_pitch<C>(width);
+    uint8_t* to = dst + (start - shift);
+    for (int k = threadIdx.x; k < words; k += kThreads) {
+      if (4 * k >= shift && 4 * k + 4 <= shift + row_bytes) {
+        *reinterpret_cast<uint32_t*>(to + 4 * k) = *reinterpret_cast<const uint32_t*>(from + 4 * k);
+        continue;
+      }
+      for (int b = 4 * k; b < 4 * k + 4; ++b)
+        if (b >= shift && b < shift + row_bytes) to[b] = from[b];
     }
   }
 }
 
-// Float rows (an intermediate between stages): one float per thread.
+// Float rows (an intermediate between stages), one float per thread.
 template <int C>
 __device__ void write_rows(const float* out, int width, int x0, int x1, int y0, int rows_left,
                            const StageGeometry& g, float* dst) {
   const int row = (x1 - x0) * C;
-  for (int item = threadIdx.x; item < kBandRows * row; item += kThreads) {
-    const int r = item / row, k = item % row;
-    if (r >= rows_left) continue;
-    dst[static_cast<size_t>(y0 + r) * g.dst_pitch + static_cast<size_t>(x0) * C + k] =
-        out[static_cast<size_t>(r) * width * C + k];
+  for (int r = 0; r < kBandRows && r < rows_left; ++r) {
+    float* to = dst + static_cast<size_t>(y0 + r) * g.dst_pitch + static_cast<size_t>(x0) * C;
+    for (int k = threadIdx.x; k < row; k += kThreads) to[k] = out[r * width * C + k];
   }
 }
 
@@ -221,8 +231,10 @@ __device__ void vertical_ring(const In* src, size_t src_pitch, const Bands& v, c
 // One separable stage (see the top of this file). Block b takes strip
 // b % strips and the bands [chunk * bands_per_block, ...) of chunk
 // b / strips. Shared memory: the vertical results, then the outputs.
+// Three blocks of 8 warps per multiprocessor (80 registers a thread): enough
+// warps in flight to cover the latency of the rows' loads.
 template <int C, class In, class Out>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 3)
     stage_kernel(const In* src, Out* dst, StageGeometry g, Bands v, Bands h, Ring ring, Strips s) {
   const int strip = static_cast<int>(blockIdx.x) % s.count;
   const int chunk = static_cast<int>(blockIdx.x) / s.count;
@@ -240,7 +252,7 @@ __global__ void __launch_bounds__(kThreads)
   const auto finish = [&](int band) {
     __syncthreads();  // the band's vertical results are complete
     const int y0 = band * kBandRows;
-    horizontal_band<C>(rows, pitch, e0, h, x0, x1, s.width, g.out_h - y0, out);
+    horizontal_band<C>(rows, pitch, e0, h, x0, x1, s.width, y0, g.out_h - y0, g, out);
     __syncthreads();  // its outputs are complete, and `rows` is free again
     write_rows<C>(out, s.width, x0, x1, y0, g.out_h - y0, g, dst);
     // `out` is rewritten only after the next band's first barrier.
