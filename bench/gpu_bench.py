@@ -6,6 +6,10 @@ Images stay on the device (``fastimg.Image``). Two figures per operation:
   kernels the call's own work (plan lookup, stream ordering, allocation from
   the pool, launch, synchronisation; the plans and weight tables are cached
   after the warm-up call);
+* events: the device time between CUDA events that fastimg records on its
+  stream right before the call's first kernel and after its last
+  (``_core.cuda_time_kernels``): the kernels, plus the few microseconds the
+  first launch takes to reach an idle GPU;
 * kernels: the device time of the kernels alone, from the CUDA activity
   records of the PyTorch profiler (CUPTI, which sees every kernel of the
   process, fastimg's included), divided by the number of calls.
@@ -60,6 +64,19 @@ def copy_bandwidth(torch, nbytes: int) -> float:
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) / 1e3)
     return 2 * nbytes / statistics.median(times)
+
+
+def event_seconds(fn, reps: int = REPS) -> float:
+    """Device seconds per call between fastimg's events around its kernels."""
+    fn()
+    fastimg._core.cuda_kernel_ms()
+    fastimg._core.cuda_time_kernels(True)
+    try:
+        for _ in range(reps):
+            fn()
+        return fastimg._core.cuda_kernel_ms() / 1e3 / reps
+    finally:
+        fastimg._core.cuda_time_kernels(False)
 
 
 def kernel_seconds(torch, fn, reps: int = REPS) -> tuple[float, float]:
@@ -139,20 +156,28 @@ def main() -> None:
     copy = copy_bandwidth(torch, n) if torch else None
     lines = [f"device: {info.cuda_device}"]
     lines.append(f"copy bandwidth (device to device, read + write): {copy / 1e9:.0f} GB/s" if copy else "copy: n/a")
-    head = f"{'operation':<32} {'call ms':>8} {'kernel ms':>10} {'kernels':>8} {'kernel GB/s':>12} {'% of copy':>10}"
+    lines.append("kernel GB/s: input + output bytes over the kernels' time (CUPTI's, else the events')")
+    head = (
+        f"{'operation':<32} {'call ms':>8} {'events ms':>10} {'kernel ms':>10} {'kernels':>8}"
+        f" {'kernel GB/s':>12} {'% of copy':>10}"
+    )
     lines += [head, "-" * len(head)]
     for name, fn, nbytes in ops:
         call = median_seconds(fn)
+        events = event_seconds(fn)
         kernel, count = kernel_seconds(torch, fn) if torch else (float("nan"), 0.0)
-        bw = nbytes / kernel
-        share = f"{100 * bw / copy:.0f}%" if copy and kernel == kernel else "n/a"
-        lines.append(f"{name:<32} {call * 1e3:>8.3f} {kernel * 1e3:>10.3f} {count:>8.1f} {bw / 1e9:>12.0f} {share:>10}")
+        bw = nbytes / (kernel if kernel == kernel else events)
+        share = f"{100 * bw / copy:.0f}%" if copy else "n/a"
+        lines.append(
+            f"{name:<32} {call * 1e3:>8.3f} {events * 1e3:>10.3f} {kernel * 1e3:>10.3f} {count:>8.1f}"
+            f" {bw / 1e9:>12.0f} {share:>10}"
+        )
     for name, fn in [
         ("upload 12MP (host to device)", lambda: fastimg.Image(img, backend="cuda")),
         ("download 12MP (device to host)", src.numpy),
     ]:
         t = median_seconds(fn)
-        lines.append(f"{name:<32} {t * 1e3:>8.3f} {'':>10} {'':>8} {n / t / 1e9:>12.1f} {'bus':>10}")
+        lines.append(f"{name:<32} {t * 1e3:>8.3f} {'':>10} {'':>10} {'':>8} {n / t / 1e9:>12.1f} {'bus':>10}")
     if torch:
         for name, t in torch_side_by_side(torch, img):
             lines.append(f"{name:<32} {t * 1e3:>8.3f}")

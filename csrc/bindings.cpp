@@ -8,6 +8,7 @@
 #include "fastimg/errors.h"
 #include "fastimg/image.h"
 #include "fastimg/status.h"
+#include "fastimg/timing.h"
 
 namespace py = pybind11;
 using fi::Backend;
@@ -136,6 +137,8 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("cuda_lost", [] { return fi::cuda_status().lost; });
   m.def("cpu_target", [] { return std::string(fi::cpu_target()); });
+  m.def("cuda_time_kernels", &fi::cuda_time_kernels, py::arg("on"));
+  m.def("cuda_kernel_ms", &fi::cuda_kernel_ms);
 
   m.def(
       "resize",

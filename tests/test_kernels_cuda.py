@@ -13,6 +13,7 @@ from conftest import PHOTOS, load_photo, requires_cuda
 from test_kernels import CHANNELS, ODD_SIZES, chain, chain_steps, colour_diff, red_disc_on_transparent
 
 import fastimg
+from fastimg import _core
 
 pytestmark = requires_cuda
 
@@ -115,6 +116,24 @@ def test_extreme_shrinks_gpu_equal_cpu(rng, width, channels):
     # The second stage shrinks the first one's floats.
     steps = [("resize", width // 2, 3, "lanczos3"), ("resize", 2, 2, "bicubic")]
     assert colour_diff(chain(img, steps, "cuda"), chain(img, steps, "cpu")) <= 1, rng
+
+
+def test_kernels_timed_with_events(rng):
+    # bench/gpu_bench.py's kernel time: CUDA events around each operation's
+    # kernels, summed per thread until read.
+    img = fastimg.Image(rng.image(301, 257, 3), backend="cuda")
+    _core.cuda_kernel_ms()
+    _core.cuda_time_kernels(True)
+    try:
+        img.resize((91, 77))
+        img.gaussian_blur(9.0)
+        img.quantize(7, dither=True)
+        assert _core.cuda_kernel_ms() > 0
+        assert _core.cuda_kernel_ms() == 0
+    finally:
+        _core.cuda_time_kernels(False)
+    img.resize((91, 77))
+    assert _core.cuda_kernel_ms() == 0
 
 
 def test_image_without_copy_on_gpu_is_uploaded(rng):

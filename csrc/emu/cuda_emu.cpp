@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -78,7 +79,10 @@ struct Allocation {
 };
 
 struct Event {
-  Clock clock;  // of the stream it was last recorded on; empty before
+  Clock clock;         // of the stream it was last recorded on; empty before
+  bool timing = true;  // not created with cudaEventDisableTiming
+  bool recorded = false;
+  std::chrono::steady_clock::time_point at;  // of the last record
 };
 
 // A copy with pinned host memory, queued on its stream until something waits
@@ -607,6 +611,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
   const std::lock_guard<std::mutex> lock(d.mutex);
   const uintptr_t handle = d.next_event++;
   d.events[handle] = Event{};
+  d.events[handle].timing = (flags & cudaEventDisableTiming) == 0;
   *event = reinterpret_cast<cudaEvent_t>(handle);
   return cudaSuccess;
 }
@@ -618,6 +623,8 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
   Event* e = d.event(event, "cudaEventRecord");
   if (e == nullptr) return fail(cudaErrorInvalidResourceHandle);
   e->clock = this_clock;
+  e->recorded = true;
+  e->at = std::chrono::steady_clock::now();
   return cudaSuccess;
 }
 
@@ -644,6 +651,20 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   if (d.event(event, "cudaEventDestroy") == nullptr) return fail(cudaErrorInvalidResourceHandle);
   d.events.erase(reinterpret_cast<uintptr_t>(event));
   return err;
+}
+
+// As on a GPU, both events must have been created with timing and recorded.
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (const cudaError_t err = enter()) return err;
+  Device& d = device();
+  const std::lock_guard<std::mutex> lock(d.mutex);
+  const Event* a = d.event(start, "cudaEventElapsedTime");
+  const Event* b = d.event(end, "cudaEventElapsedTime");
+  if (ms == nullptr) return fail(cudaErrorInvalidValue);
+  if (a == nullptr || b == nullptr || !a->timing || !b->timing || !a->recorded || !b->recorded)
+    return fail(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return cudaSuccess;
 }
 
 // One pool, whose release threshold changes nothing here: memory is freed at

@@ -148,6 +148,7 @@ using cudaStream_t = CUstream_st*;
 
 struct CUevent_st;
 using cudaEvent_t = CUevent_st*;
+#define cudaEventDefault 0x00
 #define cudaEventDisableTiming 0x02
 
 struct cudaDeviceProp {
@@ -177,6 +178,9 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
+// The host's time between the two records (the emulation's work is done at
+// the launch, between them).
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value);
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value);

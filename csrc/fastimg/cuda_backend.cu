@@ -5,12 +5,14 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend.h"
 #include "cuda_kernels.h"
 #include "cuda_memory.h"
 #include "status.h"
+#include "timing.h"
 
 namespace fi {
 namespace {
@@ -62,6 +64,42 @@ CudaStatus probe() {
 std::mutex lost_mutex;
 std::string lost_reason;  // the first sticky error, once one was seen
 
+// This thread's kernel timing (timing.h).
+struct KernelTiming {
+  bool on = false;
+  bool recorded = false;  // the events hold an operation not yet added
+  cudaEvent_t start = nullptr, end = nullptr;
+  double ms = 0.0;
+
+  // At thread exit: cannot throw.
+  ~KernelTiming() {
+    for (cudaEvent_t e : {start, end})
+      if (e != nullptr && cudaEventDestroy(e) != cudaSuccess) cudaGetLastError();
+  }
+};
+thread_local KernelTiming timing;
+
+// Queues an operation's kernels (`launch`), between the two events if timing.
+template <class Launch>
+void timed(Launch launch) {
+  if (!timing.on) return launch();
+  for (cudaEvent_t* e : {&timing.start, &timing.end})
+    if (*e == nullptr) FI_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDefault));
+  FI_CUDA_CHECK(cudaEventRecord(timing.start, kStream));
+  launch();
+  FI_CUDA_CHECK(cudaEventRecord(timing.end, kStream));
+  timing.recorded = true;
+}
+
+// After the stream has synchronised: the time between the events.
+void add_time() {
+  if (!timing.recorded) return;
+  timing.recorded = false;
+  float ms = 0.0f;
+  FI_CUDA_CHECK(cudaEventElapsedTime(&ms, timing.start, timing.end));
+  timing.ms += ms;
+}
+
 }  // namespace
 
 void cuda_mark_lost(const std::string& what) {
@@ -93,9 +131,10 @@ void cuda_separable(const std::shared_ptr<uint8_t>& src, Dims in,
   std::shared_ptr<const DevicePlan> tables;
   synchronised([&] {
     tables = device_tables(plan);
-    run_separable(s, in, d, *plan, *tables);
+    timed([&] { run_separable(s, in, d, *plan, *tables); });
     mark_written(dst);
   });
+  add_time();
 }
 
 void cuda_quantize(const std::shared_ptr<uint8_t>& src, Dims d, const std::shared_ptr<uint8_t>& dst,
@@ -103,10 +142,15 @@ void cuda_quantize(const std::shared_ptr<uint8_t>& src, Dims d, const std::share
   const uint8_t* s = ordered(src);
   uint8_t* out = ordered(dst);
   synchronised([&] {
-    run_quantize(s, d, out, levels, dither);
+    timed([&] { run_quantize(s, d, out, levels, dither); });
     mark_written(dst);
   });
+  add_time();
 }
+
+void cuda_time_kernels(bool on) { timing.on = on; }
+
+double cuda_kernel_ms() { return std::exchange(timing.ms, 0.0); }
 
 const BackendOps kCudaOps{cuda_alloc, cuda_upload, cuda_download, cuda_separable, cuda_quantize};
 

@@ -4,6 +4,7 @@
 
 #include "backend.h"
 #include "status.h"
+#include "timing.h"
 
 namespace fi {
 namespace {
@@ -17,6 +18,9 @@ CudaStatus cuda_status() {
   s.reason = "fastimg was built without CUDA support (no nvcc at build time, or FASTIMG_CUDA=OFF)";
   return s;
 }
+
+void cuda_time_kernels(bool) {}
+double cuda_kernel_ms() { return 0.0; }
 
 const BackendOps kCudaOps{
     [](size_t) -> std::shared_ptr<uint8_t> { no_cuda(); },
