@@ -1,6 +1,7 @@
 // The kernels other than a stage's (cuda_stage_kernel.h), and the host code
 // that runs a plan's stages.
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 
 #include "cuda_kernels.h"
@@ -130,7 +131,14 @@ void stage(const In* src, size_t src_pitch, Dims in, Out* dst, size_t dst_pitch,
   // bands as that leaves it, so that one band's rows are the next one's cache.
   const size_t units = static_cast<size_t>(s.count) * t.vertical.count;
   const size_t target = static_cast<size_t>(multiprocessors()) * 4;
-  const int per_block = static_cast<int>(std::max<size_t>(1, (units + target - 1) / target));
+  int per_block = static_cast<int>(std::max<size_t>(1, (units + target - 1) / target));
+  if (s.ring) {
+    // A ring first reads the rows its first band shares with the band
+    // before it (a window less a step): at least twice as many new rows.
+    const double step = static_cast<double>(st.vertical.n_in) / out_h;
+    const double shared = st.vertical.taps - step, per_band = kBandRows * step;
+    per_block = std::max(per_block, static_cast<int>(std::ceil(2 * shared / per_band)));
+  }
   const int chunks = (t.vertical.count + per_block - 1) / per_block;
   const StageGeometry g{out_w, out_h, src_pitch, dst_pitch, per_block};
   launch_stage<C>(src, dst, g, t, s.count * chunks);

@@ -15,16 +15,24 @@
 namespace fi {
 namespace {
 
-// Four consecutive elements of an 8-bit row from any byte address: the aligned
-// words around them (an Image's memory is padded so that the second is in it).
-__device__ __forceinline__ uint32_t load_bytes(const uint8_t* p) {
+// The aligned words around four consecutive elements of an 8-bit row at any
+// byte address (an Image's memory is padded so that the second is in it).
+// The vertical pass fetches rows two ahead of their use and converts them
+// when it gets there, so that a warp has three rows' loads in flight.
+struct Bytes4 {
+  uint32_t lo, hi;
+  unsigned shift;
+};
+
+__device__ __forceinline__ Bytes4 fetch(const uint8_t* p) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   const uint32_t* w = reinterpret_cast<const uint32_t*>(a & ~uintptr_t{3});
   const unsigned shift = static_cast<unsigned>(a & 3) * 8;
-  const uint32_t lo = __ldg(w);
-  if (shift == 0) return lo;
-  const uint64_t both = static_cast<uint64_t>(__ldg(w + 1)) << 32 | lo;
-  return static_cast<uint32_t>(both >> shift);
+  return {__ldg(w), shift != 0 ? __ldg(w + 1) : 0u, shift};
+}
+
+__device__ __forceinline__ float4 fetch(const float* p) {
+  return __ldg(reinterpret_cast<const float4*>(p));
 }
 
 // Byte i of w as a float, exactly: one byte permutation makes the float
@@ -34,19 +42,18 @@ __device__ __forceinline__ float byte_float(uint32_t w, int i) {
   return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | i)) - 8388608.0f;
 }
 
-// The four elements at p as floats, 8-bit RGBA premultiplied (then the four
-// are one pixel: rows and strips of RGBA start at whole pixels).
+// The four fetched elements as floats, 8-bit RGBA premultiplied (then the
+// four are one pixel: rows and strips of RGBA start at whole pixels).
 template <int C>
-__device__ __forceinline__ void load4(const uint8_t* p, float v[4]) {
-  const uint32_t w = load_bytes(p);
+__device__ __forceinline__ void convert(const Bytes4& b, float v[4]) {
+  const auto w = static_cast<uint32_t>((static_cast<uint64_t>(b.hi) << 32 | b.lo) >> b.shift);
   for (int i = 0; i < 4; ++i) v[i] = byte_float(w, i);
   if (C == 4)
     for (int i = 0; i < 3; ++i) v[i] = premultiply(v[i], v[3]);
 }
 
 template <int C>
-__device__ __forceinline__ void load4(const float* p, float v[4]) {
-  const float4 q = __ldg(reinterpret_cast<const float4*>(p));
+__device__ __forceinline__ void convert(const float4& q, float v[4]) {
   v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
 }
 
@@ -74,10 +81,12 @@ __device__ void vertical_band(const In* src, size_t src_pitch, const Bands& v, i
     float acc[kBandRows][4] = {};
     const In* p = src + static_cast<size_t>(first) * src_pitch + e0 + e;
     const float* wp = band_row(v, band);
-#pragma unroll 2
+    auto now = fetch(p), next = length > 1 ? fetch(p + src_pitch) : now;
     for (int u = 0; u < length; ++u, p += src_pitch, wp += kBandLanes) {
+      const auto ahead = u + 2 < length ? fetch(p + 2 * src_pitch) : now;
       float px[4], w[kBandLanes];
-      load4<C>(p, px);
+      convert<C>(now, px);
+      now = next, next = ahead;
       band_weights(wp, w);
       for (int r = 0; r < kBandRows; ++r)
         for (int i = 0; i < 4; ++i) acc[r][i] += w[r] * px[i];
@@ -203,15 +212,20 @@ __device__ void vertical_ring(const In* src, size_t src_pitch, const Bands& v, c
   int y = v.first[band0];
   int base = ring.base[y];
   const In* p = src + static_cast<size_t>(y) * src_pitch + e0 + e;
+  const auto none = decltype(fetch(p)){};
+  auto now = mine ? fetch(p) : none;
+  auto next = mine && y + 1 < end ? fetch(p + src_pitch) : none;
   float acc[kRingSlots][4] = {};
   for (; y < end; ++y, p += src_pitch) {
+    const auto ahead = mine && y + 2 < end ? fetch(p + 2 * src_pitch) : none;
     if (mine) {
       float px[4], w[kRingSlots];
-      load4<C>(p, px);
+      convert<C>(now, px);
       band_weights(ring.weights + static_cast<size_t>(y) * kRingSlots, w);
       for (int j = 0; j < kRingSlots; ++j)
         for (int i = 0; i < 4; ++i) acc[j][i] += w[j] * px[i];
     }
+    now = next, next = ahead;
     for (int done = ring.emits[y]; done > 0; --done, ++base) {
       // Output `base` is complete; outputs before the first band only shared
       // rows with it.
