@@ -37,7 +37,7 @@ from conftest import make_12mp
 
 import fastimg
 
-REPS = 30
+REPS = 20
 
 
 def median_seconds(fn, reps: int = REPS) -> float:

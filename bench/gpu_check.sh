@@ -37,6 +37,8 @@ step() {
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$logs/gpu.txt"
 
+# Every core for the build (make or ninja), and nvcc's --threads within each file.
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 step build 150 python3 -m pip install -v --no-build-isolation --no-deps . \
   -Ccmake.define.FASTIMG_CUDA=ON -Ccmake.define.CMAKE_CUDA_ARCHITECTURES=90 \
   -Cbuild-dir=build/gpu-check/cmake || { cat "$summary"; exit 1; }
@@ -50,7 +52,7 @@ sys.exit(info.default != "cuda")' || { cat "$summary"; exit 1; }
 
 step cuda-tests 150 python3 -m pytest "$repo/tests/test_kernels_cuda.py" -q -p no:cacheprovider
 step gpu-bench 90 python3 "$repo/bench/gpu_bench.py" --table "$logs/gpu_bench_table.txt"
-step stages 90 python3 "$repo/bench/stages.py" --reps 5 --threads "1,2,4,8,$(nproc)"
+step stages 90 python3 "$repo/bench/stages.py" --reps 4 --threads "1,2,4,8,$(nproc)"
 
 echo
 echo "== summary ($logs)"
