@@ -1,17 +1,30 @@
-"""GPU kernel throughput on a 12 MP RGB image: ``python bench/gpu_bench.py``.
+"""GPU kernel throughput on a 12 MP RGB image: ``python bench/gpu_bench.py [--table FILE]``.
 
-Images stay on the device (``fastimg.Image``), so each timing covers the
-kernels plus their per-call launch, allocation from the pool and
-synchronisation, not the bus (the weight tables are on the device after the
-warm-up call). Bandwidth counts the bytes each operation must read and write
-once; the device's own copy bandwidth (a device-to-device copy, timed with
-CUDA events through PyTorch when it is installed) is the yardstick. The
-upload and download rows time the bus instead (through the pinned staging
-buffers), beside PyTorch's copy from and to a pageable tensor.
+Images stay on the device (``fastimg.Image``). Two figures per operation:
+
+* per call: the median wall time of the Python call, which adds to the
+  kernels the call's own work (plan lookup, stream ordering, allocation from
+  the pool, launch, synchronisation; the plans and weight tables are cached
+  after the warm-up call);
+* events: the device time between CUDA events that fastimg records on its
+  stream right before the call's first kernel and after its last
+  (``_core.cuda_time_kernels``): the kernels, plus the few microseconds the
+  first launch takes to reach an idle GPU;
+* kernels: the device time of the kernels alone, from the CUDA activity
+  records of the PyTorch profiler (CUPTI, which sees every kernel of the
+  process, fastimg's included), divided by the number of calls.
+
+Bandwidth counts the bytes each operation must read and write once (input
+plus output); the yardstick is the device's own copy bandwidth, a
+device-to-device copy of the same image timed with CUDA events (read plus
+write). The upload and download rows time the bus instead (through the pinned
+staging buffers), beside PyTorch's copies from and to a pageable tensor.
+``--table FILE`` also writes the summary table to FILE.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -24,9 +37,11 @@ from conftest import make_12mp
 
 import fastimg
 
+REPS = 20
 
-def median_seconds(fn, reps: int = 30) -> float:
-    fn()  # warm-up: allocator pools, module load
+
+def median_seconds(fn, reps: int = REPS) -> float:
+    fn()  # warm-up: allocator pools, plans, weight tables
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -35,11 +50,8 @@ def median_seconds(fn, reps: int = 30) -> float:
     return statistics.median(times)
 
 
-def copy_bandwidth(nbytes: int):
-    try:
-        import torch
-    except ImportError:
-        return None
+def copy_bandwidth(torch, nbytes: int) -> float:
+    """Bytes read plus written per second by a device-to-device copy."""
     a = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
     b = torch.empty_like(a)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -54,27 +66,45 @@ def copy_bandwidth(nbytes: int):
     return 2 * nbytes / statistics.median(times)
 
 
-def torch_side_by_side(img: np.ndarray):
+def event_seconds(fn, reps: int = REPS) -> float:
+    """Device seconds per call between fastimg's events around its kernels."""
+    fn()
+    fastimg._core.cuda_kernel_ms()
+    fastimg._core.cuda_time_kernels(True)
     try:
-        import torch
-        import torch.nn.functional as F  # noqa: N812 - PyTorch's own spelling
-    except ImportError:
-        print("PyTorch not installed: no side-by-side")
-        return []
+        for _ in range(reps):
+            fn()
+        return fastimg._core.cuda_kernel_ms() / 1e3 / reps
+    finally:
+        fastimg._core.cuda_time_kernels(False)
+
+
+def kernel_seconds(torch, fn, reps: int = REPS) -> tuple[float, float]:
+    """(device seconds of kernels per call, kernels per call), from CUPTI records."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA and "memcpy" not in e.name.lower()]
+    if not kernels:
+        return float("nan"), 0.0
+    return sum(e.time_range.elapsed_us() for e in kernels) / 1e6 / reps, len(kernels) / reps
+
+
+def torch_side_by_side(torch, img: np.ndarray) -> list[tuple[str, float]]:
+    import torch.nn.functional as F  # noqa: N812 - PyTorch's own spelling
+
     x = torch.from_numpy(img).cuda().permute(2, 0, 1)[None].float()
-    rows = []
     pageable = torch.from_numpy(img)
     on_device = pageable.cuda()
 
     def upload():
         pageable.cuda()
         torch.cuda.synchronize()
-
-    def download():
-        on_device.cpu()
-
-    rows.append(("torch upload 12MP (pageable)", median_seconds(upload)))
-    rows.append(("torch download 12MP (pageable)", median_seconds(download)))
 
     def resize():
         F.interpolate(x, size=(240, 320), mode="bicubic", antialias=True).clamp_(0, 255).to(torch.uint8)
@@ -92,15 +122,25 @@ def torch_side_by_side(img: np.ndarray):
         F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), kv, groups=3).round_().clamp_(0, 255).to(torch.uint8)
         torch.cuda.synchronize()
 
-    rows.append(("torch interpolate bicubic aa -> 320", median_seconds(resize)))
-    rows.append(("torch conv2d gaussian sigma 8", median_seconds(blur)))
-    return rows
+    return [
+        ("torch upload 12MP (pageable)", median_seconds(upload)),
+        ("torch download 12MP (pageable)", median_seconds(on_device.cpu)),
+        ("torch interpolate bicubic aa -> 320", median_seconds(resize)),
+        ("torch conv2d gaussian sigma 8", median_seconds(blur)),
+    ]
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, help="also write the summary table here")
+    args = parser.parse_args()
     info = fastimg.backends()
     if info.default != "cuda":
         sys.exit(f"no GPU: {info.cuda_reason}")
+    try:
+        import torch
+    except ImportError:
+        torch = None
     img = make_12mp()
     src = fastimg.Image(img, backend="cuda")
     n = img.nbytes
@@ -111,25 +151,40 @@ def main() -> None:
         ("blur sigma 8", lambda: src.gaussian_blur(8.0), 2 * n),
         ("blur sigma 30", lambda: src.gaussian_blur(30.0), 2 * n),
         ("quantize 32", lambda: src.quantize(32), 2 * n),
+        ("quantize 32 dithered", lambda: src.quantize(32, dither=True), 2 * n),
     ]
-    copy = copy_bandwidth(n)
-    print(f"device: {info.cuda_device}")
-    print(f"copy bandwidth (device to device): {copy / 1e9:.0f} GB/s" if copy else "copy bandwidth: n/a (no PyTorch)")
-    print(f"{'operation':<38} {'median ms':>10} {'GB/s':>8} {'% of copy':>10}")
+    copy = copy_bandwidth(torch, n) if torch else None
+    lines = [f"device: {info.cuda_device}"]
+    lines.append(f"copy bandwidth (device to device, read + write): {copy / 1e9:.0f} GB/s" if copy else "copy: n/a")
+    lines.append("kernel GB/s: input + output bytes over the kernels' time (CUPTI's, else the events')")
+    head = (
+        f"{'operation':<32} {'call ms':>8} {'events ms':>10} {'kernel ms':>10} {'kernels':>8}"
+        f" {'kernel GB/s':>12} {'% of copy':>10}"
+    )
+    lines += [head, "-" * len(head)]
     for name, fn, nbytes in ops:
-        t = median_seconds(fn)
-        bw = nbytes / t
+        call = median_seconds(fn)
+        events = event_seconds(fn)
+        kernel, count = kernel_seconds(torch, fn) if torch else (float("nan"), 0.0)
+        bw = nbytes / (kernel if kernel == kernel else events)
         share = f"{100 * bw / copy:.0f}%" if copy else "n/a"
-        print(f"{name:<38} {t * 1e3:>10.3f} {bw / 1e9:>8.0f} {share:>10}")
-    bus = [
+        lines.append(
+            f"{name:<32} {call * 1e3:>8.3f} {events * 1e3:>10.3f} {kernel * 1e3:>10.3f} {count:>8.1f}"
+            f" {bw / 1e9:>12.0f} {share:>10}"
+        )
+    for name, fn in [
         ("upload 12MP (host to device)", lambda: fastimg.Image(img, backend="cuda")),
         ("download 12MP (device to host)", src.numpy),
-    ]
-    for name, fn in bus:
+    ]:
         t = median_seconds(fn)
-        print(f"{name:<38} {t * 1e3:>10.3f} {n / t / 1e9:>8.1f} {'bus':>10}")
-    for name, t in torch_side_by_side(img):
-        print(f"{name:<38} {t * 1e3:>10.3f}")
+        lines.append(f"{name:<32} {t * 1e3:>8.3f} {'':>10} {'':>10} {'':>8} {n / t / 1e9:>12.1f} {'bus':>10}")
+    if torch:
+        for name, t in torch_side_by_side(torch, img):
+            lines.append(f"{name:<32} {t * 1e3:>8.3f}")
+    table = "\n".join(lines)
+    print(table)
+    if args.table:
+        args.table.write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "fastimg/cpu.h"
+#include "fastimg/errors.h"
 #include "fastimg/image.h"
+#include "fastimg/status.h"
+#include "fastimg/timing.h"
 
 namespace py = pybind11;
 using fi::Backend;
@@ -65,7 +69,7 @@ void apply(const U8Array& src, U8Array& dst, Backend backend, Op op) {
 
 // Stages described as ("resize", width, height, filter) or ("blur", sigma)
 // steps from an image of in_w x in_h; intermediates stay unrounded floats.
-std::vector<fi::Stage> stages_of(const py::list& steps, int w, int h) {
+fi::PlanPtr plan_of(const py::list& steps, int w, int h) {
   std::vector<fi::Stage> stages;
   for (const py::handle step : steps) {
     const auto t = step.cast<py::tuple>();
@@ -83,7 +87,7 @@ std::vector<fi::Stage> stages_of(const py::list& steps, int w, int h) {
     }
   }
   if (stages.empty()) throw py::value_error("no steps");
-  return stages;
+  return fi::make_plan(std::move(stages));
 }
 
 }  // namespace
@@ -133,6 +137,8 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("cuda_lost", [] { return fi::cuda_status().lost; });
   m.def("cpu_target", [] { return std::string(fi::cpu_target()); });
+  m.def("cuda_time_kernels", &fi::cuda_time_kernels, py::arg("on"));
+  m.def("cuda_kernel_ms", &fi::cuda_kernel_ms);
 
   m.def(
       "resize",
@@ -158,8 +164,8 @@ PYBIND11_MODULE(_core, m) {
       "separable",
       [](const U8Array& src, U8Array& dst, const py::list& steps, Backend b) {
         const Dims in = dims_of(src);
-        const std::vector<fi::Stage> stages = stages_of(steps, in.w, in.h);
-        apply(src, dst, b, [&stages](const Image& s, Image& d) { s.separable_into(d, stages); });
+        const fi::PlanPtr plan = plan_of(steps, in.w, in.h);
+        apply(src, dst, b, [&plan](const Image& s, Image& d) { s.separable_into(d, plan); });
       },
       py::arg("src"), py::arg("dst"), py::arg("steps"), py::arg("backend"));
 

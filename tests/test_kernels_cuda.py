@@ -13,6 +13,7 @@ from conftest import PHOTOS, load_photo, requires_cuda
 from test_kernels import CHANNELS, ODD_SIZES, chain, chain_steps, colour_diff, red_disc_on_transparent
 
 import fastimg
+from fastimg import _core
 
 pytestmark = requires_cuda
 
@@ -89,6 +90,50 @@ def test_random_cases_gpu_equal_cpu(rng):
             np.testing.assert_array_equal(got, fastimg.quantize(img, levels, dither=dither, backend="cpu"))
             continue
         assert colour_diff(got, want) <= 1, (rng, img.shape, case)
+
+
+def test_more_geometries_than_the_caches_hold(rng):
+    # Passes are built once per geometry and kept for the 64 most recent ones,
+    # on the host and on the device: 70 in turn, then the first ones again.
+    img = rng.image(23, 31, 3)
+    sizes = [(w, 9) for w in range(1, 71)] + [(w, 9) for w in range(1, 4)]
+    for size in sizes:
+        want = ref.resize(img, size, "lanczos3")
+        assert colour_diff(fastimg.resize(img, size, backend="cuda"), want) <= 1, size
+
+
+# A stage's block keeps the input columns of its strip of output pixels in
+# shared memory. A shrink so strong that even 5 output pixels read more than
+# 48 KB of them asks for more (up to 227 KB on an H100 or H200); beyond what a
+# block may have, the stage runs as two passes through device memory.
+@pytest.mark.parametrize("width", [1700, 9001])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_extreme_shrinks_gpu_equal_cpu(rng, width, channels):
+    img = rng.image(3, width, channels)
+    for size in [(1, 1), (7, 2)]:
+        got, want = (fastimg.resize(img, size, backend=b) for b in ("cuda", "cpu"))
+        assert colour_diff(got, want) <= 1, (rng, size)
+    # The second stage shrinks the first one's floats.
+    steps = [("resize", width // 2, 3, "lanczos3"), ("resize", 2, 2, "bicubic")]
+    assert colour_diff(chain(img, steps, "cuda"), chain(img, steps, "cpu")) <= 1, rng
+
+
+def test_kernels_timed_with_events(rng):
+    # bench/gpu_bench.py's kernel time: CUDA events around each operation's
+    # kernels, summed per thread until read.
+    img = fastimg.Image(rng.image(301, 257, 3), backend="cuda")
+    _core.cuda_kernel_ms()
+    _core.cuda_time_kernels(True)
+    try:
+        img.resize((91, 77))
+        img.gaussian_blur(9.0)
+        img.quantize(7, dither=True)
+        assert _core.cuda_kernel_ms() > 0
+        assert _core.cuda_kernel_ms() == 0
+    finally:
+        _core.cuda_time_kernels(False)
+    img.resize((91, 77))
+    assert _core.cuda_kernel_ms() == 0
 
 
 def test_image_without_copy_on_gpu_is_uploaded(rng):

@@ -3,16 +3,29 @@
 // error is per thread, as in the real runtime.
 #include "emu/cuda_emu.h"
 
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define FI_ASAN 1
+#endif
 
 namespace {
 
@@ -66,7 +79,10 @@ struct Allocation {
 };
 
 struct Event {
-  Clock clock;  // of the stream it was last recorded on; empty before
+  Clock clock;         // of the stream it was last recorded on; empty before
+  bool timing = true;  // not created with cudaEventDisableTiming
+  bool recorded = false;
+  std::chrono::steady_clock::time_point at;  // of the last record
 };
 
 // A copy with pinned host memory, queued on its stream until something waits
@@ -189,6 +205,205 @@ int multiprocessors() { return static_cast<int>(std::max(1L, env_long("FASTIMG_E
 
 size_t memory_bytes() { return static_cast<size_t>(env_long("FASTIMG_EMU_MEMORY", 80L << 30)); }
 
+// Shared memory per block: the default limit, and what a kernel may opt into
+// (cudaFuncAttributeMaxDynamicSharedMemorySize), as on an H100 or H200.
+constexpr int kSharedPerBlock = 48 << 10;
+constexpr int kSharedPerBlockOptin = 227 << 10;
+
+// Each kernel's opted-in limit of dynamic shared memory.
+std::mutex attributes_mutex;
+std::map<const void*, int> shared_limits;
+
+// Fibers: the threads of a block that launch_blocks runs.
+constexpr size_t kFiberStack = size_t{256} << 10;
+
+void fiber_main();
+
+#if defined(__x86_64__)
+// A suspended context is its stack pointer; the registers the calling
+// convention keeps across a call are on its stack. (swapcontext would also
+// save the signal mask, a system call per switch, and ASan's interceptor of
+// it clears the shadow of the whole target stack each time.)
+extern "C" void fi_emu_switch(void** save_sp, void* sp);
+asm(R"(
+  .text
+  .globl fi_emu_switch
+  .type fi_emu_switch, @function
+fi_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size fi_emu_switch, .-fi_emu_switch
+)");
+
+struct Context {
+  void* sp = nullptr;
+};
+
+// A context whose first switch-in calls fiber_main on `stack`.
+void make_context(Context& c, char* stack, size_t size) {
+  auto** sp =
+      reinterpret_cast<void**>((reinterpret_cast<uintptr_t>(stack) + size) & ~uintptr_t{15});
+  *--sp = nullptr;                               // fiber_main's return address: it never returns
+  *--sp = reinterpret_cast<void*>(&fiber_main);  // where fi_emu_switch returns to
+  for (int i = 0; i < 6; ++i) *--sp = nullptr;   // rbp, rbx, r12-r15
+  const uint32_t control[2] = {0x1F80, 0x037F};  // MXCSR and x87 control word: the defaults
+  std::memcpy(--sp, control, sizeof control);
+  c.sp = sp;
+}
+
+void switch_context(Context& from, const Context& to) { fi_emu_switch(&from.sp, to.sp); }
+#else
+struct Context {
+  ucontext_t uc;
+};
+
+void make_context(Context& c, char* stack, size_t size) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, fiber_main, 0);
+}
+
+void switch_context(Context& from, const Context& to) { swapcontext(&from.uc, &to.uc); }
+#endif
+
+struct Fiber {
+  Context context;
+  char* stack = nullptr;       // kFiberStack bytes above a guard page
+  void* fake_stack = nullptr;  // ASan's, while the fiber is suspended
+  enum State { kRunnable, kWaiting, kDone } state = kRunnable;
+  long barriers = 0;  // __syncthreads reached so far
+
+  Fiber() {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    void* m = mmap(nullptr, kFiberStack + page, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) {
+      std::perror("fastimg CUDA emulation: mmap of a fiber stack");
+      std::abort();
+    }
+    mprotect(m, page, PROT_NONE);  // an overflow faults instead of corrupting
+    stack = static_cast<char*>(m) + page;
+  }
+  Fiber(const Fiber&) = delete;
+  Fiber& operator=(const Fiber&) = delete;
+};
+
+// The block now running on this host thread, and its scheduler.
+struct Block {
+  Context scheduler;
+  std::vector<std::unique_ptr<Fiber>>* fibers = nullptr;
+  unsigned running = 0;
+  const std::function<void()>* thread = nullptr;
+  void* shared = nullptr;
+  const void* scheduler_stack = nullptr;  // bounds of the scheduler's stack, for ASan
+  size_t scheduler_stack_size = 0;
+};
+thread_local Block* current_block = nullptr;
+
+// ASan must be told of every switch between stacks, or it takes a fiber's
+// frames for an overflow of the thread's stack.
+void start_switch(void** fake_stack, const void* bottom, size_t size) {
+#ifdef FI_ASAN
+  __sanitizer_start_switch_fiber(fake_stack, bottom, size);
+#else
+  (void)fake_stack, (void)bottom, (void)size;
+#endif
+}
+
+void finish_switch(void* fake_stack, const void** bottom, size_t* size) {
+#ifdef FI_ASAN
+  __sanitizer_finish_switch_fiber(fake_stack, bottom, size);
+#else
+  (void)fake_stack, (void)bottom, (void)size;
+#endif
+}
+
+// From a fiber back to its block's scheduler; returns when resumed.
+void to_scheduler(Fiber& f, bool exiting) {
+  Block& b = *current_block;
+  start_switch(exiting ? nullptr : &f.fake_stack, b.scheduler_stack, b.scheduler_stack_size);
+  switch_context(f.context, b.scheduler);
+  finish_switch(f.fake_stack, &b.scheduler_stack, &b.scheduler_stack_size);
+}
+
+void fiber_main() {
+  Block& b = *current_block;
+  finish_switch(nullptr, &b.scheduler_stack, &b.scheduler_stack_size);
+  (*b.thread)();
+  Fiber& f = *(*b.fibers)[b.running];
+  f.state = Fiber::kDone;
+  to_scheduler(f, true);
+}
+
+void resume(Block& b, unsigned i) {
+  Fiber& f = *(*b.fibers)[i];
+  b.running = i;
+  threadIdx = {i, 0, 0};
+  void* fake_stack = nullptr;
+  start_switch(&fake_stack, f.stack, kFiberStack);
+  switch_context(b.scheduler, f.context);
+  finish_switch(fake_stack, nullptr, nullptr);
+}
+
+[[noreturn]] void barrier_error(const char* what) {
+  std::fprintf(stderr, "fastimg CUDA emulation: block %u: %s\n", blockIdx.x, what);
+  std::abort();
+}
+
+// One block: its threads as fibers, round by round (see cuda_emu.h).
+void run_block(Block& b, unsigned threads) {
+  auto& fibers = *b.fibers;
+  for (unsigned i = 0; i < threads; ++i) {
+    Fiber& f = *fibers[i];
+#ifdef FI_ASAN
+    // The redzones of the frames an earlier block's fiber left at the top of
+    // this stack when it switched away for good (fiber_main, to_scheduler);
+    // every other frame unpoisoned its own when it returned.
+    constexpr size_t kTop = size_t{8} << 10;
+    __asan_unpoison_memory_region(f.stack + kFiberStack - kTop, kTop);
+#endif
+    make_context(f.context, f.stack, kFiberStack);
+    f.state = Fiber::kRunnable;
+    f.barriers = 0;
+  }
+  for (unsigned round = 0;; ++round) {
+    for (unsigned k = 0; k < threads; ++k) {
+      const unsigned i = round % 2 == 0 ? k : threads - 1 - k;
+      if (fibers[i]->state == Fiber::kRunnable) resume(b, i);
+    }
+    unsigned done = 0;
+    for (unsigned i = 0; i < threads; ++i) done += fibers[i]->state == Fiber::kDone;
+    if (done == threads) return;
+    if (done > 0) barrier_error("__syncthreads reached by some threads while others returned");
+    for (unsigned i = 0; i < threads; ++i) {
+      if (fibers[i]->barriers != fibers[0]->barriers)
+        barrier_error("threads waiting at different __syncthreads");
+      fibers[i]->state = Fiber::kRunnable;
+    }
+  }
+}
+
 }  // namespace
 
 const char* cudaGetErrorName(cudaError_t err) {
@@ -243,9 +458,12 @@ cudaError_t cudaGetDevice(int* dev) {
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int dev) {
   if (const cudaError_t err = enter()) return err;
   if (dev != 0) return fail(cudaErrorInvalidDevice);
-  if (attr != cudaDevAttrMultiProcessorCount) return fail(cudaErrorInvalidValue);
-  *value = multiprocessors();
-  return cudaSuccess;
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *value = multiprocessors(); return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = kSharedPerBlock; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = kSharedPerBlockOptin; return cudaSuccess;
+  }
+  return fail(cudaErrorInvalidValue);
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int dev) {
@@ -393,6 +611,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
   const std::lock_guard<std::mutex> lock(d.mutex);
   const uintptr_t handle = d.next_event++;
   d.events[handle] = Event{};
+  d.events[handle].timing = (flags & cudaEventDisableTiming) == 0;
   *event = reinterpret_cast<cudaEvent_t>(handle);
   return cudaSuccess;
 }
@@ -404,6 +623,8 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
   Event* e = d.event(event, "cudaEventRecord");
   if (e == nullptr) return fail(cudaErrorInvalidResourceHandle);
   e->clock = this_clock;
+  e->recorded = true;
+  e->at = std::chrono::steady_clock::now();
   return cudaSuccess;
 }
 
@@ -432,6 +653,20 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   return err;
 }
 
+// As on a GPU, both events must have been created with timing and recorded.
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (const cudaError_t err = enter()) return err;
+  Device& d = device();
+  const std::lock_guard<std::mutex> lock(d.mutex);
+  const Event* a = d.event(start, "cudaEventElapsedTime");
+  const Event* b = d.event(end, "cudaEventElapsedTime");
+  if (ms == nullptr) return fail(cudaErrorInvalidValue);
+  if (a == nullptr || b == nullptr || !a->timing || !b->timing || !a->recorded || !b->recorded)
+    return fail(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return cudaSuccess;
+}
+
 // One pool, whose release threshold changes nothing here: memory is freed at
 // once so that ASan sees every use after free.
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int dev) {
@@ -449,10 +684,56 @@ cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, vo
   return cudaSuccess;
 }
 
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (const cudaError_t err = enter()) return err;
+  if (func == nullptr || attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
+      value > kSharedPerBlockOptin)
+    return fail(cudaErrorInvalidValue);
+  const std::lock_guard<std::mutex> lock(attributes_mutex);
+  shared_limits[func] = value;
+  return cudaSuccess;
+}
+
+void __syncthreads() {
+  if (current_block == nullptr) {
+    std::fprintf(stderr,
+                 "fastimg CUDA emulation: __syncthreads in a kernel not launched as blocks "
+                 "(launch_blocks)\n");
+    std::abort();
+  }
+  Fiber& f = *(*current_block->fibers)[current_block->running];
+  ++f.barriers;
+  f.state = Fiber::kWaiting;
+  to_scheduler(f, false);
+}
+
 namespace fi::emu {
 
-bool begin_launch(dim3 grid, dim3 block, const void* const* pointers, const bool* writes,
-                  size_t n_pointers) {
+void* block_shared_memory() { return current_block != nullptr ? current_block->shared : nullptr; }
+
+void run_blocks(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& thread) {
+  // This host thread's fibers, kept for its later launches.
+  thread_local std::vector<std::unique_ptr<Fiber>> fibers;
+  while (fibers.size() < block.x) fibers.push_back(std::make_unique<Fiber>());
+  gridDim = grid;
+  blockDim = block;
+  Block b;
+  b.fibers = &fibers;
+  b.thread = &thread;
+  current_block = &b;
+  for (unsigned i = 0; i < grid.x; ++i) {
+    blockIdx = {i, 0, 0};
+    // Shared memory holds whatever was there before, as on a GPU.
+    b.shared = std::malloc(std::max<size_t>(shared_bytes, 1));
+    std::memset(b.shared, 0xFF, shared_bytes);
+    run_block(b, block.x);
+    std::free(b.shared);
+  }
+  current_block = nullptr;
+}
+
+bool begin_launch(const void* kernel, dim3 grid, dim3 block, size_t shared_bytes,
+                  const void* const* pointers, const bool* writes, size_t n_pointers) {
   if (enter() != cudaSuccess) return false;
   if (env_long("FASTIMG_EMU_NO_KERNEL_IMAGE", 0) != 0) {
     fail(cudaErrorNoKernelImageForDevice);
@@ -462,6 +743,16 @@ bool begin_launch(dim3 grid, dim3 block, const void* const* pointers, const bool
       block.x > 1024 || block.y != 1 || block.z != 1) {
     fail(cudaErrorInvalidConfiguration);
     return false;
+  }
+  {
+    const std::lock_guard<std::mutex> lock(attributes_mutex);
+    const auto it = shared_limits.find(kernel);
+    const size_t limit = it != shared_limits.end() ? static_cast<size_t>(it->second)
+                                                   : static_cast<size_t>(kSharedPerBlock);
+    if (shared_bytes > limit) {
+      fail(cudaErrorInvalidValue);
+      return false;
+    }
   }
   Device& d = device();
   const std::lock_guard<std::mutex> lock(d.mutex);

@@ -1,9 +1,19 @@
-// A host emulation of the part of the CUDA runtime that csrc/fastimg/cuda.cu
-// uses (FASTIMG_CUDA=EMU). The kernels are grid-stride loops without shared
-// memory or barriers, so running every (block, thread) of a launch in turn on
-// the calling thread executes exactly their logic. Device memory is host
-// memory that the emulation tracks, so that AddressSanitizer sees every access
-// and copies and launches can be checked against it.
+// A host emulation of the part of the CUDA runtime that csrc/fastimg/cuda_*.cu
+// use (FASTIMG_CUDA=EMU). Device memory is host memory that the emulation
+// tracks, so that AddressSanitizer sees every access and copies and launches
+// can be checked against it.
+//
+// Launches. A grid-stride kernel (launch) has no shared memory and no
+// barriers: every (block, thread) runs in turn on the calling thread, which
+// executes exactly its logic. A kernel whose threads share memory and wait for
+// each other (launch_blocks) runs each block's threads as fibers on the
+// calling thread: a thread runs until it reaches __syncthreads or returns,
+// then the next one runs; when all have arrived, the next round starts, in the
+// opposite order (so that a value read from shared memory without a barrier
+// after its write comes out wrong one way round or the other). A barrier that
+// some threads of a block reach and others do not, or that they reach a
+// different number of times, aborts with a message. Each block gets its own
+// dynamic shared memory, a heap block filled with 0xFF bytes (NaN as float).
 //
 // Environment (read at each call, so that a test can change it in-process):
 //   FASTIMG_EMU_SMS=n           multiprocessors reported (default 132): the
@@ -41,11 +51,49 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <functional>
 #include <type_traits>
 
 #define __global__
 #define __device__
 #define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __restrict__ __restrict
+
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+
+// A read through the read-only data cache: a plain read here.
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
+
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// Byte n of the result is byte (s >> 4n) & 7 of y:x, or with bit 3 of that
+// nibble set, that byte's sign repeated.
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+  const uint64_t both = static_cast<uint64_t>(y) << 32 | x;
+  unsigned r = 0;
+  for (int n = 0; n < 4; ++n) {
+    const unsigned sel = (s >> (4 * n)) & 0xF;
+    unsigned b = static_cast<unsigned>(both >> (8 * (sel & 7))) & 0xFF;
+    if (sel & 8) b = (b & 0x80) ? 0xFF : 0;
+    r |= b << (8 * n);
+  }
+  return r;
+}
+
+// Waits until every thread of the block has reached it (launch_blocks only).
+void __syncthreads();
 
 struct uint3 {
   unsigned x = 0, y = 0, z = 0;
@@ -83,7 +131,12 @@ enum cudaError_t {
 };
 
 enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 };
-enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
+enum cudaDeviceAttr {
+  cudaDevAttrMaxSharedMemoryPerBlock = 8,
+  cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+};
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 enum cudaMemPoolAttr { cudaMemPoolAttrReleaseThreshold = 4 };
 
 struct CUmemPoolHandle_st;
@@ -95,6 +148,7 @@ using cudaStream_t = CUstream_st*;
 
 struct CUevent_st;
 using cudaEvent_t = CUevent_st*;
+#define cudaEventDefault 0x00
 #define cudaEventDisableTiming 0x02
 
 struct cudaDeviceProp {
@@ -124,16 +178,21 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
+// The host's time between the two records (the emulation's work is done at
+// the launch, between them).
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value);
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value);
 
 namespace fi::emu {
 
-// Checks a launch (configuration, device state, pointer arguments and their
-// ordering) and records the error it gets, if any; says whether the kernel is
-// to run. writes[i]: the kernel may write through pointers[i].
-bool begin_launch(dim3 grid, dim3 block, const void* const* pointers, const bool* writes,
-                  size_t n_pointers);
+// Checks a launch (configuration, shared memory, device state, pointer
+// arguments and their ordering) and records the error it gets, if any; says
+// whether the kernel is to run. writes[i]: the kernel may write through
+// pointers[i].
+bool begin_launch(const void* kernel, dim3 grid, dim3 block, size_t shared_bytes,
+                  const void* const* pointers, const bool* writes, size_t n_pointers);
 
 template <class T>
 const void* pointer_or_null(const T& arg) {
@@ -143,16 +202,24 @@ const void* pointer_or_null(const T& arg) {
     return nullptr;
 }
 
-// kernel<<<grid, block, 0, stream>>>(args...): every block, every thread, in
-// order, on the calling thread (which is what the stream orders work by).
 template <class... Params, class... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t, Args... args) {
+bool begin(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+           const Args&... args) {
   // Every pointer argument must point into device memory, as on a GPU.
   const void* pointers[sizeof...(Args) + 1] = {pointer_or_null(args)...};
   const bool writes[sizeof...(Params) + 1] = {std::is_pointer_v<Params> &&
                                               !std::is_const_v<std::remove_pointer_t<Params>>...};
   static_assert(sizeof...(Params) == sizeof...(Args), "one argument per parameter");
-  if (!begin_launch(grid, block, pointers, writes, sizeof...(Args))) return;
+  return begin_launch(reinterpret_cast<const void*>(kernel), grid, block, shared_bytes, pointers,
+                      writes, sizeof...(Args));
+}
+
+// kernel<<<grid, block, 0, stream>>>(args...) of a kernel without shared
+// memory or barriers: every block, every thread, in order, on the calling
+// thread (which is what the stream orders work by).
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t, Args... args) {
+  if (!begin(kernel, grid, block, 0, args...)) return;
   gridDim = grid;
   blockDim = block;
   for (unsigned b = 0; b < grid.x; ++b) {
@@ -163,5 +230,20 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t, Args
     }
   }
 }
+
+// Runs `thread` for every thread of every block of the grid, each block's
+// threads as fibers that switch at __syncthreads (see the top of this file).
+void run_blocks(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& thread);
+
+// kernel<<<grid, block, shared_bytes, stream>>>(args...).
+template <class... Params, class... Args>
+void launch_blocks(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+                   cudaStream_t, Args... args) {
+  if (!begin(kernel, grid, block, shared_bytes, args...)) return;
+  run_blocks(grid, block, shared_bytes, [&] { kernel(args...); });
+}
+
+// The dynamic shared memory of the block now running on this thread.
+void* block_shared_memory();
 
 }  // namespace fi::emu

@@ -5,6 +5,8 @@
 //
 // Vertical pass first: for the large downscales of a thumbnailer it shrinks
 // the row count before the horizontal pass, whose blocks must be transposed.
+#include "cpu.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
@@ -12,8 +14,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include "kernels.h"
 
 // One build runs well everywhere: the engine is compiled three times, for
 // x86-64-v4 (AVX-512) on 16-float vectors, x86-64-v3 (AVX2+FMA) on 8 and the

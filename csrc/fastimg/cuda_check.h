@@ -11,7 +11,8 @@
 
 #include <string>
 
-#include "kernels.h"
+#include "cuda.h"
+#include "errors.h"
 
 namespace fi {
 

@@ -3,13 +3,15 @@
 // upload -> resize -> blur -> download crosses the bus twice in all.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 
-#include "kernels.h"
+#include "backend.h"
+#include "dims.h"
+#include "errors.h"
+#include "plan.h"
 
 namespace fi {
-
-enum class Backend { CPU, CUDA };
 
 class Image {
  public:
@@ -34,7 +36,7 @@ class Image {
   void gaussian_blur_into(Image& dst, double sigma) const;
   void quantize_into(Image& dst, int levels, bool dither) const;
   // Any chain of separable stages (resize and blur are one or two).
-  void separable_into(Image& dst, const std::vector<Stage>& stages) const;
+  void separable_into(Image& dst, const PlanPtr& plan) const;
 
  private:
   Image(Dims dims, Backend backend, std::shared_ptr<uint8_t> data)

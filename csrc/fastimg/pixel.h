@@ -1,5 +1,5 @@
 // Per-pixel formulas shared by the CPU loops (cpu.cpp) and the CUDA kernels
-// (cuda.cu). Each formula exists once, here; the drivers only decide which
+// (cuda_kernels.cu). Each formula exists once, here; the drivers only decide which
 // pixel each call works on.
 #pragma once
 

@@ -1,29 +1,32 @@
 #!/usr/bin/env bash
 # The CUDA source executed without a GPU: builds fastimg with FASTIMG_CUDA=EMU
-# (csrc/emu: every (block, thread) of a launch in turn on the host) under
-# AddressSanitizer and UBSan, into its own build and target directories, then
-# runs the CUDA tests and the emulation's own tests (out-of-memory at every
-# allocation, sticky errors, no kernel image) on a grid sized for 132 SMs and
-# on a one-SM grid. Uses the python on PATH, which needs the test extras
-# (.ci/run calls this inside its venv). docs/kernels.md says what it checks.
+# (csrc/emu: grid-stride kernels thread by thread, kernels with shared memory
+# and barriers as fibers per block) under AddressSanitizer and UBSan, into its
+# own build and target directories, then runs the CUDA tests and the
+# emulation's own tests (out-of-memory at every allocation, sticky errors, no
+# kernel image) on a grid sized for 132 SMs and on a one-SM grid, the two at
+# once. Uses the python on PATH, which needs the test extras (.ci/run calls
+# this inside its venv). docs/kernels.md says what it checks.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 build=build/cuda-emu
 target="$build/pkg"
 rm -rf "$target"
+# Not stripped: ASan's and UBSan's reports name functions and lines.
 python -m pip install -q --no-deps --target "$target" . -Cbuild-dir="$build/cmake" \
-  -Ccmake.define.FASTIMG_CUDA=EMU -Ccmake.define.FASTIMG_SANITIZE=ON
+  -Cinstall.strip=false -Ccmake.define.FASTIMG_CUDA=EMU -Ccmake.define.FASTIMG_SANITIZE=ON
 
 # The extension is instrumented but python is not: the ASan runtime must be
 # loaded first, and libstdc++ with it, or ASan cannot intercept C++ throws
 # (python itself does not link libstdc++). Leaks are not checked (the
-# interpreter keeps memory at exit).
+# interpreter keeps memory at exit). One BLAS thread: the two runs share the
+# cores.
 libasan=$("${CXX:-c++}" -print-file-name=libasan.so)
 libstdcxx=$("${CXX:-c++}" -print-file-name=libstdc++.so)
 [ -f "$libasan" ] && [ -f "$libstdcxx" ] || { echo "libasan or libstdc++ not found" >&2; exit 1; }
 run() {
-  env PYTHONPATH="$target" LD_PRELOAD="$libasan $libstdcxx" \
+  env PYTHONPATH="$target" LD_PRELOAD="$libasan $libstdcxx" OPENBLAS_NUM_THREADS=1 \
     ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     "$@"
 }
@@ -36,6 +39,16 @@ print("CUDA emulation:", info.describe(), "from", fastimg.__file__)
 PY
 # --capture=sys: sanitizer reports go to file descriptor 2, which pytest's
 # default capture would take with it when ASan aborts the process.
-tests=(tests/test_kernels_cuda.py tests/test_cuda_emu.py)
-run python -m pytest "${tests[@]}" -q -p no:cacheprovider --capture=sys
-run env FASTIMG_EMU_SMS=1 python -m pytest "${tests[@]}" -q -p no:cacheprovider --capture=sys
+tests=(tests/test_kernels_cuda.py tests/test_cuda_emu.py -q -p no:cacheprovider --capture=sys)
+run python -m pytest "${tests[@]}" >"$build/132-sms.log" 2>&1 &
+many=$!
+run env FASTIMG_EMU_SMS=1 python -m pytest "${tests[@]}" >"$build/1-sm.log" 2>&1 &
+one=$!
+status=0
+wait "$many" || status=1
+wait "$one" || status=1
+echo "== a grid sized for 132 SMs"
+cat "$build/132-sms.log"
+echo "== a one-SM grid"
+cat "$build/1-sm.log"
+exit "$status"

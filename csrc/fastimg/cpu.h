@@ -1,0 +1,21 @@
+// The CPU drivers (cpu.cpp): loops that apply the formulas of pixel.h to whole
+// images in host memory, packed rows of h x w x c bytes.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "dims.h"
+#include "passes.h"
+
+namespace fi {
+
+// Separable stages applied in turn; dst has the last stage's
+// horizontal.n_out columns and vertical.n_out rows.
+void cpu_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages);
+void cpu_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither);
+// The instruction set the CPU kernels run on: "x86-64-v4" (AVX-512, 16-float
+// vectors), "x86-64-v3" (AVX2, 8) or "baseline" (4).
+const char* cpu_target();
+
+}  // namespace fi
