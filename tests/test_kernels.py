@@ -57,6 +57,18 @@ def test_blur_matches_float64_reference(rng, sigma, channels, hw):
     assert colour_diff(got, want) <= 1, rng
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_wide_images_match_the_float64_reference(rng, channels):
+    # Wide enough for the CPU engine to cut the output into strips (each with
+    # its own edge windows), tall enough for several blocks of rows.
+    img = rng.image(75, 1213, channels)
+    want = ref.resize(img, (611, 38), "lanczos3")
+    assert colour_diff(fastimg.resize(img, (611, 38), backend="cpu"), want) <= 1, rng
+    for sigma in (2.0, 8.0):
+        got = fastimg.gaussian_blur(img, sigma, backend="cpu")
+        assert colour_diff(got, ref.gaussian_blur(img, sigma)) <= 1, (sigma, rng)
+
+
 @pytest.mark.parametrize("levels", [2, 3, 5, 16, 32, 255, 256])
 @pytest.mark.parametrize("dither", [False, True])
 @pytest.mark.parametrize("channels", CHANNELS)
