@@ -66,7 +66,7 @@ void apply(const U8Array& src, U8Array& dst, Backend backend, Op op, int threads
 
 // Stages described as ("resize", width, height, filter) or ("blur", sigma)
 // steps from an image of in_w x in_h; intermediates stay unrounded floats.
-std::vector<fi::Stage> stages_of(const py::list& steps, int w, int h) {
+fi::PlanPtr plan_of(const py::list& steps, int w, int h) {
   std::vector<fi::Stage> stages;
   for (const py::handle step : steps) {
     const auto t = step.cast<py::tuple>();
@@ -84,7 +84,7 @@ std::vector<fi::Stage> stages_of(const py::list& steps, int w, int h) {
     }
   }
   if (stages.empty()) throw py::value_error("no steps");
-  return stages;
+  return fi::make_plan(std::move(stages));
 }
 
 }  // namespace
@@ -166,10 +166,9 @@ PYBIND11_MODULE(_core, m) {
       "separable",
       [](const U8Array& src, U8Array& dst, const py::list& steps, Backend b, int threads) {
         const Dims in = dims_of(src);
-        const std::vector<fi::Stage> stages = stages_of(steps, in.w, in.h);
+        const fi::PlanPtr plan = plan_of(steps, in.w, in.h);
         apply(
-            src, dst, b, [&stages](const Image& s, Image& d) { s.separable_into(d, stages); },
-            threads);
+            src, dst, b, [&plan](const Image& s, Image& d) { s.separable_into(d, plan); }, threads);
       },
       py::arg("src"), py::arg("dst"), py::arg("steps"), py::arg("backend"), py::arg("threads") = 1);
 

@@ -58,6 +58,21 @@ def test_out_of_memory_at_each_allocation(rng, monkeypatch, op):
     assert fastimg.backends().default == "cuda"
 
 
+def allocations_of(call, monkeypatch) -> int:
+    """How many device allocations `call` makes: the k-th failing for k = 1, 2, ...
+    until the call succeeds. Only for calls whose failures change nothing cached."""
+    for k in itertools.count(1):
+        monkeypatch.setenv("FASTIMG_EMU_OOM_AT", str(k))
+        try:
+            call()
+        except fastimg.DeviceOutOfMemory:
+            continue
+        finally:
+            monkeypatch.setenv("FASTIMG_EMU_OOM_AT", "0")
+        return k - 1
+    raise AssertionError("unreachable")
+
+
 def test_weight_tables_are_uploaded_once_per_geometry(rng, monkeypatch):
     img = rng.image(45, 67, 3)
     want = fastimg.resize(img, (23, 41), backend="cpu")
@@ -68,6 +83,26 @@ def test_weight_tables_are_uploaded_once_per_geometry(rng, monkeypatch):
     monkeypatch.setenv("FASTIMG_EMU_OOM_AT", "3")
     with pytest.raises(fastimg.DeviceOutOfMemory):
         fastimg.resize(img, (23, 41), backend="cuda")
+
+
+def test_tables_of_geometries_no_longer_cached_are_made_again(rng, monkeypatch):
+    # The plans of 64 geometries are kept (and their tables on the device):
+    # after 69 others, the first geometry's call uploads its tables again.
+    img = rng.image(45, 67, 3)
+
+    def resize() -> np.ndarray:
+        return fastimg.resize(img, (23, 41), backend="cuda")
+
+    resize()
+    warm = allocations_of(resize, monkeypatch)
+    for w in range(1, 70):
+        fastimg.resize(img, (w, 5), backend="cuda")
+    monkeypatch.setenv("FASTIMG_EMU_OOM_AT", str(warm + 1))
+    with pytest.raises(fastimg.DeviceOutOfMemory):
+        resize()
+    monkeypatch.setenv("FASTIMG_EMU_OOM_AT", "0")
+    assert colour_diff(resize(), fastimg.resize(img, (23, 41), backend="cpu")) <= 1
+    assert allocations_of(resize, monkeypatch) == warm
 
 
 @pytest.mark.parametrize("k", [2, 3])

@@ -91,6 +91,16 @@ def test_random_cases_gpu_equal_cpu(rng):
         assert colour_diff(got, want) <= 1, (rng, img.shape, case)
 
 
+def test_more_geometries_than_the_caches_hold(rng):
+    # Passes are built once per geometry and kept for the 64 most recent ones,
+    # on the host and on the device: 70 in turn, then the first ones again.
+    img = rng.image(23, 31, 3)
+    sizes = [(w, 9) for w in range(1, 71)] + [(w, 9) for w in range(1, 4)]
+    for size in sizes:
+        want = ref.resize(img, size, "lanczos3")
+        assert colour_diff(fastimg.resize(img, size, backend="cuda"), want) <= 1, size
+
+
 def test_image_without_copy_on_gpu_is_uploaded(rng):
     # copy=False shares the array on the CPU only; on CUDA it is uploaded.
     img = rng.image(37, 53, 3)

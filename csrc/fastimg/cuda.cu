@@ -3,9 +3,7 @@
 #include <cstring>
 #include <list>
 #include <mutex>
-#include <string_view>
 #include <type_traits>
-#include <unordered_map>
 #include <vector>
 
 #include "cuda_check.h"
@@ -301,68 +299,74 @@ struct DevicePass {
   }
 };
 
-// Weight tables already on the device, by content: calls of one geometry (the
-// same photo size to the same output size) upload theirs once. Users hold a
-// table until their stream has synchronised, so whoever drops it last frees
-// memory no kernel still reads.
-class PassCache {
+// A plan's weight tables on the device: per stage, the horizontal pass
+// tap-major and the vertical pass output-major.
+struct DevicePlan {
+  std::vector<DevicePass> passes;
+
+  explicit DevicePlan(const Plan& p) {
+    passes.reserve(2 * p.stages.size());
+    for (const Stage& s : p.stages) {
+      passes.emplace_back(s.horizontal, Layout::TapMajor);
+      passes.emplace_back(s.vertical, Layout::OutputMajor);
+    }
+  }
+};
+
+// Device tables of the plans in use, keyed by the plan's id: calls of one
+// geometry share one host plan (plan.h), so they upload its tables once.
+// Users hold the tables until their stream has synchronised, so whoever drops
+// them last frees memory no kernel still reads.
+class PlanTables {
  public:
-  std::shared_ptr<const DevicePass> get(const Pass& p, Layout layout) {
-    const std::string key = key_of(p, layout);
+  std::shared_ptr<const DevicePlan> get(const PlanPtr& plan) {
     {
       const std::lock_guard<std::mutex> lock(mutex_);
-      const auto it = index_.find(key);
-      if (it != index_.end()) {
-        lru_.splice(lru_.begin(), lru_, it->second);
-        return it->second->second;
-      }
+      if (auto found = find(plan->id)) return found;
     }
-    auto made = std::make_shared<const DevicePass>(p, layout);  // uploaded outside the lock
+    auto made = std::make_shared<const DevicePlan>(*plan);  // uploaded outside the lock
     const std::lock_guard<std::mutex> lock(mutex_);
-    const auto it = index_.find(key);
-    if (it != index_.end()) return it->second->second;  // another thread was first
-    lru_.emplace_front(key, made);
-    index_.emplace(lru_.front().first, lru_.begin());  // the view into the list's own key
-    if (lru_.size() > kEntries) {
-      index_.erase(lru_.back().first);
-      lru_.pop_back();
-    }
+    if (auto found = find(plan->id)) return found;  // another thread was first
+    // A plan no longer held by anyone (evicted from the host's cache, or a
+    // chain built for one call) cannot be asked for again: drop its tables.
+    lru_.remove_if([](const Entry& e) { return e.plan.expired(); });
+    lru_.push_front({plan->id, plan, made});
+    if (lru_.size() > kEntries) lru_.pop_back();
     return made;
   }
 
  private:
-  static constexpr size_t kEntries = 64;  // a few dozen geometries in use at once
+  static constexpr size_t kEntries = 64;  // as many as the host keeps
 
-  static std::string key_of(const Pass& p, Layout layout) {
-    std::string k(1, static_cast<char>(layout));
-    k.append(reinterpret_cast<const char*>(&p.n_in), sizeof p.n_in);
-    k.append(reinterpret_cast<const char*>(&p.n_out), sizeof p.n_out);
-    k.append(reinterpret_cast<const char*>(&p.taps), sizeof p.taps);
-    k.append(reinterpret_cast<const char*>(p.start.data()), p.start.size() * sizeof(int));
-    k.append(reinterpret_cast<const char*>(p.weights.data()), p.weights.size() * sizeof(float));
-    return k;
+  struct Entry {
+    uint64_t id;
+    std::weak_ptr<const Plan> plan;
+    std::shared_ptr<const DevicePlan> tables;
+  };
+
+  // The tables of plan `id`, moved to the front; null if absent. Under mutex_.
+  std::shared_ptr<const DevicePlan> find(uint64_t id) {
+    for (auto it = lru_.begin(); it != lru_.end(); ++it)
+      if (it->id == id) {
+        lru_.splice(lru_.begin(), lru_, it);
+        return it->tables;
+      }
+    return nullptr;
   }
 
-  using Entry = std::pair<std::string, std::shared_ptr<const DevicePass>>;
   std::mutex mutex_;
   std::list<Entry> lru_;  // most recently used first
-  std::unordered_map<std::string_view, std::list<Entry>::iterator> index_;
 };
 
 // Never destroyed: its device memory must not be freed after the runtime is.
-PassCache& pass_cache() {
-  static PassCache* cache = new PassCache;
-  return *cache;
+PlanTables& plan_tables() {
+  static PlanTables* tables = new PlanTables;
+  return *tables;
 }
 
-// Keeps a call's weight tables alive until its stream has synchronised.
-using Tables = std::vector<std::shared_ptr<const DevicePass>>;
-
 template <int C, class In, class Out>
-void stage(const In* src, Dims in, Out* dst, const Stage& s, Tables& tables) {
-  tables.push_back(pass_cache().get(s.horizontal, Layout::TapMajor));
-  tables.push_back(pass_cache().get(s.vertical, Layout::OutputMajor));
-  const PassView hp = tables[tables.size() - 2]->view, vp = tables.back()->view;
+void stage(const In* src, Dims in, Out* dst, const DevicePass& h, const DevicePass& v) {
+  const PassView hp = h.view, vp = v.view;
   const size_t tmp_items = static_cast<size_t>(in.h) * hp.n_out;
   auto tmp = device_array<float>(tmp_items * C);
   launch(horizontal_kernel<C, In>, tmp_items, src, in.w, in.h, hp, tmp.get());
@@ -371,24 +375,27 @@ void stage(const In* src, Dims in, Out* dst, const Stage& s, Tables& tables) {
 }
 
 template <int C>
-void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages,
+void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const PlanPtr& plan,
                 const std::shared_ptr<uint8_t>& image) {
+  // Held until the stream has synchronised (see PlanTables).
+  const std::shared_ptr<const DevicePlan> tables = plan_tables().get(plan);
+  const std::vector<Stage>& stages = plan->stages;
   // Between stages the image stays in premultiplied floats, as on the CPU.
   std::shared_ptr<float> cur, next;
-  Tables tables;
   for (size_t i = 0; i < stages.size(); ++i) {
     const Stage& s = stages[i];
     const bool first = i == 0, last = i + 1 == stages.size();
     if (!last)
       next = device_array<float>(static_cast<size_t>(s.vertical.n_out) * s.horizontal.n_out * C);
+    const DevicePass &h = tables->passes[2 * i], &v = tables->passes[2 * i + 1];
     if (first && last)
-      stage<C>(src, in, dst, s, tables);
+      stage<C>(src, in, dst, h, v);
     else if (first)
-      stage<C>(src, in, next.get(), s, tables);
+      stage<C>(src, in, next.get(), h, v);
     else if (last)
-      stage<C>(cur.get(), in, dst, s, tables);
+      stage<C>(cur.get(), in, dst, h, v);
     else
-      stage<C>(cur.get(), in, next.get(), s, tables);
+      stage<C>(cur.get(), in, next.get(), h, v);
     in = {s.vertical.n_out, s.horizontal.n_out, C};
     cur.swap(next);
   }
@@ -503,15 +510,15 @@ void cuda_download(uint8_t* dst, const std::shared_ptr<uint8_t>& src, size_t byt
 }
 
 void cuda_separable(const std::shared_ptr<uint8_t>& src, Dims in,
-                    const std::shared_ptr<uint8_t>& dst, const std::vector<Stage>& stages) {
+                    const std::shared_ptr<uint8_t>& dst, const PlanPtr& plan) {
   if (in.c != 1 && in.c != 3 && in.c != 4)
     throw std::invalid_argument("channels must be 1, 3 or 4");
   const uint8_t* s = ordered(src);
   uint8_t* d = ordered(dst);
   synchronised([&] {
-    if (in.c == 1) run_stages<1>(s, in, d, stages, dst);
-    if (in.c == 3) run_stages<3>(s, in, d, stages, dst);
-    if (in.c == 4) run_stages<4>(s, in, d, stages, dst);
+    if (in.c == 1) run_stages<1>(s, in, d, plan, dst);
+    if (in.c == 3) run_stages<3>(s, in, d, plan, dst);
+    if (in.c == 4) run_stages<4>(s, in, d, plan, dst);
   });
 }
 

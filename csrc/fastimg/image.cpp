@@ -58,16 +58,16 @@ void Image::download(uint8_t* dst) const {
   }
 }
 
-void Image::separable_into(Image& dst, const std::vector<Stage>& stages) const {
-  const Stage& last = stages.back();
+void Image::separable_into(Image& dst, const PlanPtr& plan) const {
+  const Stage& last = plan->stages.back();
   if (dst.backend_ != backend_ || dst.dims_.c != dims_.c || dst.dims_.w != last.horizontal.n_out ||
       dst.dims_.h != last.vertical.n_out)
     throw std::invalid_argument("destination image does not match the operation");
   if (backend_ == Backend::CPU) {
-    cpu_separable(data_.get(), dims_, dst.data_.get(), stages);
+    cpu_separable(data_.get(), dims_, dst.data_.get(), plan->stages);
   } else {
 #ifdef FASTIMG_WITH_CUDA
-    cuda_separable(data_, dims_, dst.data_, stages);
+    cuda_separable(data_, dims_, dst.data_, plan);
 #else
     no_cuda();
 #endif
@@ -75,12 +75,11 @@ void Image::separable_into(Image& dst, const std::vector<Stage>& stages) const {
 }
 
 void Image::resize_into(Image& dst, Filter filter) const {
-  separable_into(dst, {{resize_pass(dims_.w, dst.dims_.w, filter),
-                        resize_pass(dims_.h, dst.dims_.h, filter)}});
+  separable_into(dst, resize_plan(dims_.w, dims_.h, dst.dims_.w, dst.dims_.h, filter));
 }
 
 void Image::gaussian_blur_into(Image& dst, double sigma) const {
-  separable_into(dst, gaussian_stages(dims_.w, dims_.h, sigma));
+  separable_into(dst, blur_plan(dims_.w, dims_.h, sigma));
 }
 
 void Image::quantize_into(Image& dst, int levels, bool dither) const {

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "kernels.h"
+#include "plan.h"
 
 namespace fi {
 
@@ -34,7 +35,7 @@ class Image {
   void gaussian_blur_into(Image& dst, double sigma) const;
   void quantize_into(Image& dst, int levels, bool dither) const;
   // Any chain of separable stages (resize and blur are one or two).
-  void separable_into(Image& dst, const std::vector<Stage>& stages) const;
+  void separable_into(Image& dst, const PlanPtr& plan) const;
 
  private:
   Image(Dims dims, Backend backend, std::shared_ptr<uint8_t> data)

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "passes.h"
+#include "plan.h"
 
 namespace fi {
 
@@ -81,7 +82,7 @@ std::shared_ptr<uint8_t> cuda_alloc(size_t bytes);
 void cuda_upload(const std::shared_ptr<uint8_t>& dst, const uint8_t* src, size_t bytes);
 void cuda_download(uint8_t* dst, const std::shared_ptr<uint8_t>& src, size_t bytes);
 void cuda_separable(const std::shared_ptr<uint8_t>& src, Dims in,
-                    const std::shared_ptr<uint8_t>& dst, const std::vector<Stage>& stages);
+                    const std::shared_ptr<uint8_t>& dst, const PlanPtr& plan);
 void cuda_quantize(const std::shared_ptr<uint8_t>& src, Dims d, const std::shared_ptr<uint8_t>& dst,
                    int levels, bool dither);
 #endif
