@@ -92,6 +92,13 @@ int cpu_threads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+const Sweep& Sweeps::get(const Pass& p, int out_begin, int out_end, int max_slots) {
+  const std::lock_guard<std::mutex> hold(mutex_);
+  std::unique_ptr<Sweep>& s = made_[{&p, out_begin, out_end, max_slots}];
+  if (!s) s = std::make_unique<Sweep>(make_sweep(p.view(), out_begin, out_end, max_slots));
+  return *s;
+}
+
 void run_parallel(int units, int threads, const std::function<void(int)>& fn) {
   threads = std::max(1, std::min(threads, units));
   std::atomic<int> next{0};
@@ -152,8 +159,9 @@ void cpu_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<
 #endif
   const int threads = cpu_threads();
   const std::vector<Tile> parts = tiles(in, stages, threads);
+  Sweeps sweeps;
   run_parallel(static_cast<int>(parts.size()), threads,
-               [&](int i) { engine(src, in, dst, stages, parts[i]); });
+               [&](int i) { engine(src, in, dst, stages, parts[i], sweeps); });
 }
 
 }  // namespace fi

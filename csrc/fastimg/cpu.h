@@ -2,6 +2,10 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
 
 #include "kernels.h"
 
@@ -24,6 +28,17 @@ namespace fi {
 // an image the CPU engine computes on its own.
 struct Tile {
   int x_begin, x_end, y_begin, y_end;
+};
+
+// The sweeps of one call (Sweep, passes.h), each built once and shared by
+// the tiles and threads that need it.
+class Sweeps {
+ public:
+  const Sweep& get(const Pass& p, int out_begin, int out_end, int max_slots);
+
+ private:
+  std::mutex mutex_;
+  std::map<std::tuple<const Pass*, int, int, int>, std::unique_ptr<Sweep>> made_;
 };
 
 // The threads the CPU kernels may use for the current call (CpuThreads).

@@ -208,10 +208,10 @@ class Separable {
   // Output pixels x_begin .. x_end - 1 of rows y_begin .. y_end - 1, written
   // from dst on (or pushed to `next`), from input rows of in_cols() pixels
   // from in_first() on, pushed in blocks of at most max_rows rows.
-  Separable(const PassView& hp, const PassView& vp, const Tile& t, int max_rows, Out* dst,
+  Separable(Sweeps& sweeps, const Pass& hp, const Pass& vp, const Tile& t, int max_rows, Out* dst,
             size_t dst_stride, Next* next)
-      : hs_(make_sweep(hp, t.x_begin, t.x_end, kHSlots)),
-        vs_(make_sweep(vp, t.y_begin, t.y_end, kVSlots)),
+      : hs_(sweeps.get(hp, t.x_begin, t.x_end, kHSlots)),
+        vs_(sweeps.get(vp, t.y_begin, t.y_end, kVSlots)),
         in_len_(static_cast<size_t>(hs_.end - hs_.first) * C),
         out_len_(static_cast<size_t>(t.x_end - t.x_begin) * C),
         row_len_(round_up(round_up(hs_.end - hs_.first, kCols) * C, kChunk * L)), dst_(dst),
@@ -448,7 +448,7 @@ class Separable {
     if constexpr (!std::is_void_v<Next>) next_->push(rows_.data(), stride, nr);
   }
 
-  const Sweep hs_, vs_;
+  const Sweep &hs_, &vs_;
   const size_t in_len_, out_len_;  // elements per input and output row
   const size_t row_len_;           // floats per ring row, padded for whole chunks
   Out* const dst_;
@@ -479,44 +479,44 @@ void feed(S& stage, const T* src, size_t len, int block) {
 }
 
 template <int C>
-void run(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages,
-         const Tile& t) {
+void run(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages, const Tile& t,
+         Sweeps& sweeps) {
   const size_t in_len = static_cast<size_t>(in.w) * C;
   const size_t out_len = static_cast<size_t>(stages.back().horizontal.n_out) * C;
   uint8_t* out = dst + t.y_begin * out_len + static_cast<size_t>(t.x_begin) * C;
   if (stages.size() == 1) {
-    const PassView hp = stages[0].horizontal.view(), vp = stages[0].vertical.view();
-    Separable<C, uint8_t, uint8_t> s(hp, vp, t, kBlock, out, out_len, nullptr);
-    return feed(s, src + static_cast<size_t>(s.first_col()) * C, in_len, kBlock);
+    const Stage& s = stages[0];
+    Separable<C, uint8_t, uint8_t> one(sweeps, s.horizontal, s.vertical, t, kBlock, out, out_len,
+                                       nullptr);
+    return feed(one, src + static_cast<size_t>(one.first_col()) * C, in_len, kBlock);
   }
   if (stages.size() == 2) {
     // The first stage's rows go straight into the second.
     typedef Separable<C, float, uint8_t> Last;
     typedef Separable<C, uint8_t, float, Last> First;
-    const PassView hp2 = stages[1].horizontal.view(), vp2 = stages[1].vertical.view();
-    Last last(hp2, vp2, t, First::kRowsOut, out, out_len, nullptr);
-    const PassView hp1 = stages[0].horizontal.view(), vp1 = stages[0].vertical.view();
-    First first(hp1, vp1, {last.first_col(), last.end_col(), last.first_row(), last.end_row()},
-                kBlock, nullptr, 0, &last);
+    Last last(sweeps, stages[1].horizontal, stages[1].vertical, t, First::kRowsOut, out, out_len,
+              nullptr);
+    const Tile t1{last.first_col(), last.end_col(), last.first_row(), last.end_row()};
+    First first(sweeps, stages[0].horizontal, stages[0].vertical, t1, kBlock, nullptr, 0, &last);
     return feed(first, src + static_cast<size_t>(first.first_col()) * C, in_len, kBlock);
   }
   // Longer chains (no public call makes one) go through whole float images.
   std::vector<float> cur, next;
   size_t len = in_len;
   for (size_t i = 0; i < stages.size(); ++i) {
-    const PassView hp = stages[i].horizontal.view(), vp = stages[i].vertical.view();
+    const Pass &hp = stages[i].horizontal, &vp = stages[i].vertical;
     const size_t n = static_cast<size_t>(hp.n_out) * C;
     const Tile whole{0, hp.n_out, 0, vp.n_out};
     if (i == 0) {
       next.assign(static_cast<size_t>(vp.n_out) * n, 0.0f);
-      Separable<C, uint8_t, float> s(hp, vp, whole, kBlock, next.data(), n, nullptr);
+      Separable<C, uint8_t, float> s(sweeps, hp, vp, whole, kBlock, next.data(), n, nullptr);
       feed(s, src + static_cast<size_t>(s.first_col()) * C, len, kBlock);
     } else if (i + 1 == stages.size()) {
-      Separable<C, float, uint8_t> s(hp, vp, whole, kBlock, dst, n, nullptr);
+      Separable<C, float, uint8_t> s(sweeps, hp, vp, whole, kBlock, dst, n, nullptr);
       feed(s, cur.data() + static_cast<size_t>(s.first_col()) * C, len, kBlock);
     } else {
       next.assign(static_cast<size_t>(vp.n_out) * n, 0.0f);
-      Separable<C, float, float> s(hp, vp, whole, kBlock, next.data(), n, nullptr);
+      Separable<C, float, float> s(sweeps, hp, vp, whole, kBlock, next.data(), n, nullptr);
       feed(s, cur.data() + static_cast<size_t>(s.first_col()) * C, len, kBlock);
     }
     len = n;
@@ -527,11 +527,11 @@ void run(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& st
 }  // namespace
 
 void separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages,
-               const Tile& t) {
+               const Tile& t, Sweeps& sweeps) {
   switch (in.c) {
-    case 1: return run<1>(src, in, dst, stages, t);
-    case 3: return run<3>(src, in, dst, stages, t);
-    case 4: return run<4>(src, in, dst, stages, t);
+    case 1: return run<1>(src, in, dst, stages, t, sweeps);
+    case 3: return run<3>(src, in, dst, stages, t, sweeps);
+    case 4: return run<4>(src, in, dst, stages, t, sweeps);
   }
   throw std::invalid_argument("channels must be 1, 3 or 4");
 }
