@@ -3,6 +3,10 @@
 // for x86-64-v4, 8 for x86-64-v3, 4 for the baseline), and the choice among
 // them. (One 16-float vector type for every target was 15-20x slower on
 // AVX2: GCC keeps vectors wider than the target's registers in memory.)
+//
+// pixel.h's formulas take the engines' vectors; GCC warns that passing them
+// changes with the target, which never applies: they are always inlined.
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include "cpu.h"
 
 #include <sched.h>
@@ -29,6 +33,11 @@
 // applies to every function defined inside, so the engine's templates,
 // lambdas and intrinsics all get that target's instructions, while the
 // standard library above stays baseline code shared by all.
+//
+// GCC 12's AVX-512 intrinsics pass an operand left undefined on purpose,
+// which -Wmaybe-uninitialized reports at every use in the engine.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #ifdef FI_X86_TARGETS
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v4")
@@ -54,6 +63,7 @@
 #include "cpu_engine.h"
 #undef FI_ENGINE
 #undef FI_LANES
+#pragma GCC diagnostic pop
 
 namespace fi {
 
