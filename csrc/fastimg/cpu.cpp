@@ -122,10 +122,10 @@ void run_parallel(int units, int threads, const std::function<void(int)>& fn) {
         if (!error) error = std::current_exception();
       }
   };
-  std::vector<std::thread> helpers;
-  for (int t = 1; t < threads; ++t) helpers.emplace_back(work);
+  std::vector<std::thread> others;
+  for (int t = 1; t < threads; ++t) others.emplace_back(work);
   work();
-  for (std::thread& t : helpers) t.join();
+  for (std::thread& t : others) t.join();
   if (error) std::rethrow_exception(error);
 }
 
