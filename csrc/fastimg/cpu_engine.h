@@ -165,6 +165,18 @@ size_t round_up(T n, size_t m) {
   return (static_cast<size_t>(n) + m - 1) / m * m;
 }
 
+// One input's N vectors x added to the K running sums, times the input's
+// weight for each.
+template <int K, int N>
+FI_ALWAYS_INLINE void add_weighted(F (&sums)[K][N], const float* w, const F (&x)[N]) {
+#pragma GCC unroll 8
+  for (int s = 0; s < K; ++s) {
+    const F ws = splat(w[s]);
+#pragma GCC unroll 8
+    for (int v = 0; v < N; ++v) sums[s][v] += ws * x[v];
+  }
+}
+
 // Hands running sum 0 (finished) to `store` and moves the others down one;
 // the last starts from zero. (After unrolling these are register renames.)
 template <int K, int N, class Store>
@@ -311,12 +323,7 @@ class Separable {
         if constexpr (C == 4 && std::is_same_v<In, uint8_t>)
           x[v] = premultiply_rgba(x[v], std::make_index_sequence<L>());
       }
-#pragma GCC unroll 8
-      for (int s = 0; s < K; ++s) {
-        const F ws = splat(w[s]);
-#pragma GCC unroll 8
-        for (int v = 0; v < kChunk; ++v) sums[s][v] += ws * x[v];
-      }
+      add_weighted(sums, w, x);
       while (ends[q] == j0 + r + 1) {
         float* out = ring + static_cast<size_t>(at) * row_len;
         at = at + groups < rows ? at + groups : at + groups - rows;
@@ -382,12 +389,7 @@ class Separable {
         F x[CP];
 #pragma GCC unroll 8
         for (int v = 0; v < CP; ++v) x[v] = loadv<F>(&cols_[((j - c0) * CP + v) * L]);
-#pragma GCC unroll 8
-        for (int s = 0; s < K; ++s) {
-          const F ws = splat(w[s]);
-#pragma GCC unroll 8
-          for (int v = 0; v < CP; ++v) sums[s][v] += ws * x[v];
-        }
+        add_weighted(sums, w, x);
         while (ends[q] == first + j + 1) {
           Out* o = out + static_cast<size_t>(g + q * groups) * CP * L;
           finish_oldest(sums, [&](const F* f) { store_col(o, f); });
