@@ -27,6 +27,16 @@ def main() -> None:
         "Pillow LANCZOS": lambda s: np.asarray(Image.fromarray(img).resize(s, Image.LANCZOS)),
     }
     try:
+        import pyvips
+
+        def vips(size: tuple[int, int]) -> np.ndarray:
+            scale = (size[0] / img.shape[1], size[1] / img.shape[0])
+            return pyvips.Image.new_from_array(img).resize(scale[0], vscale=scale[1], kernel="lanczos3").numpy()
+
+        impls["pyvips lanczos3"] = vips
+    except (ImportError, OSError):
+        print("pyvips not installed: skipped")
+    try:
         import cv2
 
         impls["cv2 INTER_AREA"] = lambda s: cv2.resize(img, s, interpolation=cv2.INTER_AREA)

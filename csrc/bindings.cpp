@@ -47,15 +47,16 @@ Dims dims_of(const U8Array& a) {
   throw py::value_error("image must have 2 or 3 dimensions");
 }
 
-// Runs `op` from src into dst on `backend`; on CUDA the pixels go up once and
-// come down once.
+// Runs `op` from src into dst on `backend` (on the CPU with up to `threads`
+// threads); on CUDA the pixels go up once and come down once.
 template <class Op>
-void apply(const U8Array& src, U8Array& dst, Backend backend, Op op) {
+void apply(const U8Array& src, U8Array& dst, Backend backend, Op op, int threads = 1) {
   const Dims in = dims_of(src), out = dims_of(dst);
   const uint8_t* s = src.data();
   uint8_t* d = dst.mutable_data();
   py::gil_scoped_release nogil;
   if (backend == Backend::CPU) {
+    const fi::CpuThreads use(threads);
     const Image si = Image::host_view(const_cast<uint8_t*>(s), in);
     Image di = Image::host_view(d, out);
     op(si, di);
@@ -142,32 +143,40 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "resize",
-      [](const U8Array& src, U8Array& dst, Filter f, Backend b) {
-        apply(src, dst, b, [f](const Image& s, Image& d) { s.resize_into(d, f); });
+      [](const U8Array& src, U8Array& dst, Filter f, Backend b, int threads) {
+        apply(
+            src, dst, b, [f](const Image& s, Image& d) { s.resize_into(d, f); }, threads);
       },
-      py::arg("src"), py::arg("dst"), py::arg("filter"), py::arg("backend"));
+      py::arg("src"), py::arg("dst"), py::arg("filter"), py::arg("backend"),
+      py::arg("threads") = 1);
   m.def(
       "gaussian_blur",
-      [](const U8Array& src, U8Array& dst, double sigma, Backend b) {
-        apply(src, dst, b, [sigma](const Image& s, Image& d) { s.gaussian_blur_into(d, sigma); });
+      [](const U8Array& src, U8Array& dst, double sigma, Backend b, int threads) {
+        apply(
+            src, dst, b, [sigma](const Image& s, Image& d) { s.gaussian_blur_into(d, sigma); },
+            threads);
       },
-      py::arg("src"), py::arg("dst"), py::arg("sigma"), py::arg("backend"));
+      py::arg("src"), py::arg("dst"), py::arg("sigma"), py::arg("backend"), py::arg("threads") = 1);
   m.def(
       "quantize",
-      [](const U8Array& src, U8Array& dst, int levels, bool dither, Backend b) {
-        apply(src, dst, b, [=](const Image& s, Image& d) { s.quantize_into(d, levels, dither); });
+      [](const U8Array& src, U8Array& dst, int levels, bool dither, Backend b, int threads) {
+        apply(
+            src, dst, b, [=](const Image& s, Image& d) { s.quantize_into(d, levels, dither); },
+            threads);
       },
-      py::arg("src"), py::arg("dst"), py::arg("levels"), py::arg("dither"), py::arg("backend"));
+      py::arg("src"), py::arg("dst"), py::arg("levels"), py::arg("dither"), py::arg("backend"),
+      py::arg("threads") = 1);
   // Several resize and blur steps as one chain of stages (the tests use it
   // for chains of three and more, which no public call makes).
   m.def(
       "separable",
-      [](const U8Array& src, U8Array& dst, const py::list& steps, Backend b) {
+      [](const U8Array& src, U8Array& dst, const py::list& steps, Backend b, int threads) {
         const Dims in = dims_of(src);
         const fi::PlanPtr plan = plan_of(steps, in.w, in.h);
-        apply(src, dst, b, [&plan](const Image& s, Image& d) { s.separable_into(d, plan); });
+        apply(
+            src, dst, b, [&plan](const Image& s, Image& d) { s.separable_into(d, plan); }, threads);
       },
-      py::arg("src"), py::arg("dst"), py::arg("steps"), py::arg("backend"));
+      py::arg("src"), py::arg("dst"), py::arg("steps"), py::arg("backend"), py::arg("threads") = 1);
 
   py::class_<Image>(m, "Image")
       .def(py::init([](const U8Array& a, Backend b, bool copy) {

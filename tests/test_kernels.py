@@ -57,6 +57,32 @@ def test_blur_matches_float64_reference(rng, sigma, channels, hw):
     assert colour_diff(got, want) <= 1, rng
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_wide_images_match_the_float64_reference(rng, channels):
+    # Wide enough for the CPU engine to cut the output into strips (each with
+    # its own edge windows), tall enough for several blocks of rows.
+    img = rng.image(75, 1213, channels)
+    want = ref.resize(img, (611, 38), "lanczos3")
+    assert colour_diff(fastimg.resize(img, (611, 38), backend="cpu"), want) <= 1, rng
+    for sigma in (2.0, 8.0):
+        got = fastimg.gaussian_blur(img, sigma, backend="cpu")
+        assert colour_diff(got, ref.gaussian_blur(img, sigma)) <= 1, (sigma, rng)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 0])
+def test_threads_change_nothing_but_speed(rng, threads):
+    img = rng.image(301, 257, 3)
+    calls = [
+        lambda **kw: fastimg.resize(img, (101, 211), **kw),
+        lambda **kw: fastimg.gaussian_blur(img, 2.5, **kw),
+        lambda **kw: fastimg.gaussian_blur(img, 9.0, **kw),
+        lambda **kw: fastimg.quantize(img, 7, **kw),
+        lambda **kw: fastimg.quantize(img, 7, dither=True, **kw),
+    ]
+    for call in calls:
+        np.testing.assert_array_equal(call(backend="cpu", threads=threads), call(backend="cpu"))
+
+
 @pytest.mark.parametrize("levels", [2, 3, 5, 16, 32, 255, 256])
 @pytest.mark.parametrize("dither", [False, True])
 @pytest.mark.parametrize("channels", CHANNELS)
@@ -308,6 +334,9 @@ BAD_CALLS = [
     (lambda: fastimg.quantize(np.zeros((4, 4), np.uint8), 257), ValueError, "levels"),
     (lambda: fastimg.quantize(np.zeros((4, 4), np.uint8), 4.0), TypeError, "levels"),
     (lambda: fastimg.quantize(np.zeros((4, 4), np.uint8), 4, dither="yes"), TypeError, "dither"),
+    (lambda: fastimg.resize(np.zeros((4, 4), np.uint8), (2, 2), threads=-1), ValueError, "threads"),
+    (lambda: fastimg.gaussian_blur(np.zeros((4, 4), np.uint8), 1.0, threads=1.5), TypeError, "threads"),
+    (lambda: fastimg.quantize(np.zeros((4, 4), np.uint8), 4, threads=True), TypeError, "threads"),
 ]
 
 

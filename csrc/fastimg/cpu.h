@@ -17,5 +17,18 @@ void cpu_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dit
 // The instruction set the CPU kernels run on: "x86-64-v4" (AVX-512, 16-float
 // vectors), "x86-64-v3" (AVX2, 8) or "baseline" (4).
 const char* cpu_target();
+// While one exists, the CPU kernels called on this thread may use up to n
+// threads, the caller's included (0: one per CPU this process may run on);
+// otherwise one.
+class CpuThreads {
+ public:
+  explicit CpuThreads(int n);
+  ~CpuThreads();
+  CpuThreads(const CpuThreads&) = delete;
+  CpuThreads& operator=(const CpuThreads&) = delete;
+
+ private:
+  int saved_;
+};
 
 }  // namespace fi

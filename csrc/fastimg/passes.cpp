@@ -1,6 +1,7 @@
 #include "passes.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <stdexcept>
 
@@ -130,6 +131,68 @@ Pass gaussian_pass(int n_in, int n_out, double sigma) {
 }
 
 Pass cubic_pass(int n_in, int n_out) { return sampled_pass(n_in, n_out, 2.0, keys_cubic); }
+
+Sweep make_sweep(const PassView& p, int out_begin, int out_end, int max_slots) {
+  Sweep s;
+  s.out_begin = out_begin;
+  s.out_end = out_end;
+  const int n = out_end - out_begin;
+  if (n <= 0) return s;
+  // Each output's window without its zero weights at either end, then
+  // widened (with zeros) so that starts and ends never decrease: outputs then
+  // finish in order, and a slot's next output starts after its last one ends.
+  std::vector<int> a(n), b(n);
+  for (int i = 0; i < n; ++i) {
+    const float* w = p.weights + static_cast<size_t>(out_begin + i) * p.taps;
+    int lo = 0, hi = p.taps;
+    while (lo < hi && w[lo] == 0.0f) ++lo;
+    while (hi > lo && w[hi - 1] == 0.0f) --hi;
+    if (lo == hi) hi = lo + 1;  // an all-zero output still needs a slot
+    a[i] = p.start[out_begin + i] + lo;
+    b[i] = p.start[out_begin + i] + hi;
+  }
+  for (int i = n - 2; i >= 0; --i) a[i] = std::min(a[i], a[i + 1]);
+  for (int i = 1; i < n; ++i) b[i] = std::max(b[i], b[i - 1]);
+  s.first = a[0];
+  s.end = b[n - 1];
+  // The fewest groups whose windows overlap at most max_slots deep. With
+  // monotone windows, the deepest overlap is at some window's start.
+  for (s.groups = 1;; ++s.groups) {
+    int deepest = 1;
+    for (int g = 0; g < s.groups && g < n; ++g)
+      for (int i = g, oldest = g; i < n; i += s.groups) {
+        while (b[oldest] <= a[i]) oldest += s.groups;
+        deepest = std::max(deepest, (i - oldest) / s.groups + 1);
+      }
+    if (deepest <= max_slots || s.groups >= n) {
+      s.slots = deepest;
+      break;
+    }
+  }
+  s.per_group = (n + s.groups - 1) / s.groups + 1;
+  s.ends.assign(static_cast<size_t>(s.groups) * s.per_group, INT_MAX);
+  for (int i = 0; i < n; ++i)
+    s.ends[static_cast<size_t>(i % s.groups) * s.per_group + i / s.groups] = b[i];
+  const int len = s.end - s.first;
+  s.weights.assign(static_cast<size_t>(s.groups) * len * s.slots, 0.0f);
+  std::vector<int> oldest(len);  // per input, the group's first unfinished output
+  for (int g = 0; g < s.groups; ++g) {
+    const int* ends = s.group_ends(g);
+    for (int j = 0, q = 0; j < len; ++j) {
+      while (ends[q] <= s.first + j) ++q;
+      oldest[j] = q;
+    }
+    float* table = &s.weights[static_cast<size_t>(g) * len * s.slots];
+    for (int i = g, q = 0; i < n; i += s.groups, ++q) {
+      const float* w = p.weights + static_cast<size_t>(out_begin + i) * p.taps;
+      const int start = p.start[out_begin + i] - s.first;
+      for (int k = 0; k < p.taps; ++k)
+        if (w[k] != 0.0f)
+          table[static_cast<size_t>(start + k) * s.slots + (q - oldest[start + k])] = w[k];
+    }
+  }
+  return s;
+}
 
 std::vector<Stage> gaussian_stages(int w, int h, double sigma) {
   // sigma / factor >= 3 coarse samples keeps the interpolation error under a

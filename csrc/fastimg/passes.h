@@ -1,6 +1,7 @@
 // Building the 1-D weighted passes that resize and blur are made of.
 #pragma once
 
+#include <cstddef>
 #include <vector>
 
 #include "pixel.h"
@@ -36,6 +37,34 @@ int gaussian_radius(double sigma);
 // Cubic interpolation (Keys, a = -1/2) from n_in samples up to n_out, with
 // the same geometry and mirror-reflected edges.
 Pass cubic_pass(int n_in, int n_out);
+
+// A pass rearranged for the CPU engine, which sweeps over its input once:
+// input j, in order, adds its value times weights[(j - first) * slots + s]
+// to running sum s. Outputs out_begin .. out_end - 1 are dealt to `groups`
+// groups in turn (output i to group (i - out_begin) % groups), each group
+// swept separately with its own table. Within a group, sum s belongs to the
+// s-th output not yet finished; the q-th output of group g is finished once
+// input group_ends(g)[q] - 1 has been added, and then sum 0 is written out
+// and the others move down one. `slots` is the most windows of a group that
+// overlap; more groups mean fewer slots (running sums the engine keeps in
+// registers) at the price of more sweeps.
+struct Sweep {
+  int out_begin = 0, out_end = 0;
+  int groups = 1, slots = 1;
+  int first = 0, end = 0;      // inputs first .. end - 1 are swept
+  int per_group = 0;           // outputs of the largest group, plus one
+  std::vector<int> ends;       // groups * per_group; after a group's last: INT_MAX
+  std::vector<float> weights;  // groups tables of (end - first) * slots
+
+  const int* group_ends(int g) const { return &ends[static_cast<size_t>(g) * per_group]; }
+  const float* group_weights(int g) const {
+    return &weights[static_cast<size_t>(g) * (end - first) * slots];
+  }
+};
+
+// The sweep of outputs out_begin .. out_end - 1 of `p` with at most
+// max_slots running sums per group.
+Sweep make_sweep(const PassView& p, int out_begin, int out_end, int max_slots);
 
 // One separable stage: a horizontal and a vertical pass.
 struct Stage {

@@ -7,6 +7,10 @@
 
 #if defined(__CUDACC__)
 #define FI_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+// Always inlined: the CPU engine is compiled once per instruction set, and a
+// formula left out of line would run with the baseline's instructions.
+#define FI_HD __attribute__((always_inline)) inline
 #else
 #define FI_HD inline
 #endif

@@ -22,6 +22,7 @@ FILTERS: tuple[str, ...] = tuple(_core.Filter.__members__)
 MAX_SIDE = 1 << 20
 # Beyond this the Gaussian is flat over any image this library can hold.
 MAX_SIGMA = 10_000.0
+MAX_THREADS = 1024
 
 
 class BackendUnavailableError(RuntimeError):
@@ -142,6 +143,14 @@ def _check_levels(levels: object) -> int:
     return int(levels)
 
 
+def _check_threads(threads: object) -> int:
+    if not isinstance(threads, numbers.Integral) or isinstance(threads, bool):
+        raise TypeError(f"threads must be an integer, got {type(threads).__name__}")
+    if not 0 <= int(threads) <= MAX_THREADS:
+        raise ValueError(f"threads must be in 0..{MAX_THREADS} (0: one per CPU), got {threads!r}")
+    return int(threads)
+
+
 def _check_filter(filter: object) -> _core.Filter:
     if filter not in FILTERS:
         raise ValueError(f"filter must be one of {', '.join(FILTERS)}; got {filter!r}")
@@ -173,6 +182,7 @@ def resize(
     filter: FilterName = "lanczos3",
     backend: BackendName | None = None,
     out: np.ndarray | None = None,
+    threads: int = 1,
 ) -> np.ndarray:
     """Resample ``img`` to ``size`` = (width, height), antialiased.
 
@@ -180,13 +190,15 @@ def resize(
     with straight alpha, resampled premultiplied). Returns uint8 shaped
     (height, width) or (height, width, C); ``out`` may be given to write into.
     Filters follow Pillow: ``box``, ``bilinear``, ``bicubic``, ``lanczos3``;
-    when downscaling the filter is widened by the scale factor.
+    when downscaling the filter is widened by the scale factor. On the CPU
+    the call uses up to ``threads`` threads (0: one per CPU); the result does
+    not depend on it.
     """
     src = _check_image(img)
     width, height = _check_size(size)
-    f, b = _check_filter(filter), _backend(backend)
+    f, b, n = _check_filter(filter), _backend(backend), _check_threads(threads)
     dst = _output(out, _resized_shape(src, width, height), src)
-    _core.resize(src, dst, f, b)
+    _core.resize(src, dst, f, b, n)
     return dst
 
 
@@ -196,19 +208,21 @@ def gaussian_blur(
     *,
     backend: BackendName | None = None,
     out: np.ndarray | None = None,
+    threads: int = 1,
 ) -> np.ndarray:
     """Blur ``img`` with a true separable Gaussian of standard deviation ``sigma``.
 
     The kernel is truncated at radius ceil(3 * sigma) (at least 1) and
     normalised; edges are mirror-reflected (``... c b a | a b c ...``). From
     sigma 6 on it is evaluated on a coarser grid and interpolated back, which
-    stays within one level of the exact result (docs/kernels.md). Shapes and
-    dtypes as for :func:`resize`; the output has the input's shape.
+    stays within one level of the exact result (docs/kernels.md). Shapes,
+    dtypes and ``threads`` as for :func:`resize`; the output has the input's
+    shape.
     """
     src = _check_image(img)
-    s, b = _check_sigma(sigma), _backend(backend)
+    s, b, n = _check_sigma(sigma), _backend(backend), _check_threads(threads)
     dst = _output(out, src.shape, src)
-    _core.gaussian_blur(src, dst, s, b)
+    _core.gaussian_blur(src, dst, s, b, n)
     return dst
 
 
@@ -219,20 +233,22 @@ def quantize(
     dither: bool = False,
     backend: BackendName | None = None,
     out: np.ndarray | None = None,
+    threads: int = 1,
 ) -> np.ndarray:
     """Quantise each colour channel to ``levels`` (2..256) values spread evenly over 0..255.
 
     Value v maps to round(i * 255 / (levels - 1)) with i = round(v * (levels - 1) / 255),
     or with ``dither=True`` i = floor(v * (levels - 1) / 255 + t) where t comes
     from an 8x8 Bayer matrix at the pixel's position (deterministic). Alpha of
-    RGBA images is kept as it is. Output has the input's shape, dtype uint8.
+    RGBA images is kept as it is. Output has the input's shape, dtype uint8;
+    ``threads`` as for :func:`resize`.
     """
     src = _check_image(img)
-    n, b = _check_levels(levels), _backend(backend)
+    n, b, t = _check_levels(levels), _backend(backend), _check_threads(threads)
     if not isinstance(dither, (bool, np.bool_)):
         raise TypeError(f"dither must be a bool, got {type(dither).__name__}")
     dst = _output(out, src.shape, src)
-    _core.quantize(src, dst, n, bool(dither), b)
+    _core.quantize(src, dst, n, bool(dither), b, t)
     return dst
 
 

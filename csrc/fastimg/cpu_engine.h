@@ -1,0 +1,542 @@
+// The separable engine for one instruction set, on vectors of FI_LANES
+// floats. cpu.cpp includes this file once per target, each time inside a
+// `#pragma GCC target` region and with FI_ENGINE naming that target's
+// namespace, so that everything here (templates and lambdas included) is
+// compiled for it; hence no include guard. The headers it needs are included
+// by cpu.cpp before the regions, so that the standard library is compiled
+// once, for the baseline.
+//
+// A stage (a horizontal and a vertical pass) runs over its input once, top to
+// bottom, in blocks of rows:
+//
+// 1. The vertical pass sweeps each block with its rows as vectors: every
+//    input row is loaded and converted to float once, and added, times one
+//    weight each, to the running sums of all the output rows whose windows
+//    cover it (Sweep in passes.h). The sums of a column chunk stay in
+//    registers while the block's rows go by; an output row whose window has
+//    ended is written out and its slot starts the next one.
+// 2. Finished rows of the vertical pass, R at a time, are transposed in
+//    cache-sized chunks so that one vector holds one sample of R rows, and
+//    the horizontal pass sweeps along them the same way.
+// 3. Its outputs are rounded (or kept as float for a next stage) and
+//    transposed back into rows.
+//
+// Resize then touches each input byte once; a downscale does the pass that
+// shrinks rows first, on all the bytes, and the horizontal one on a fraction;
+// a chain of stages hands rows from one to the next without writing the
+// image in between.
+
+namespace fi {
+namespace FI_ENGINE {
+namespace {
+
+constexpr int L = FI_LANES;
+typedef float F __attribute__((vector_size(4 * L)));
+typedef int32_t I32 __attribute__((vector_size(4 * L)));
+typedef uint8_t U8 __attribute__((vector_size(L)));
+
+// Vector registers a sweep may use (32 with AVX-512, 16 below, one kept
+// spare): its running sums, the values added and a weight.
+constexpr int kRegs = L == 16 ? 31 : 15;
+constexpr int kMaxSlots = 8;
+// The most running sums per output of n vectors that fit.
+constexpr int slots_for(int n) { return std::min(kMaxSlots, (kRegs - n - 1) / n); }
+// Vectors per column chunk of the vertical sweep.
+constexpr int kChunk = L == 16 ? 3 : 2;
+// Pixels per chunk of the horizontal pass, transposed just before it is
+// swept (L1-sized).
+constexpr int kCols = 4 * L;
+// Input rows per block of the first stage.
+constexpr int kBlock = 32;
+
+// Vectors move to and from memory only through these: buffers are not
+// aligned to the vector size, and a dereferenced vector pointer lets the
+// compiler assume they are.
+template <class V, class T>
+V loadv(const T* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <class V, class T>
+void storev(T* p, const V& v) {
+  __builtin_memcpy(p, &v, sizeof v);
+}
+
+template <size_t... J>
+F splat(float x, std::index_sequence<J...>) {
+  return F{((void)J, x)...};
+}
+
+F splat(float x) { return splat(x, std::make_index_sequence<L>()); }
+
+// The bytes of v as a To (the first sizeof(To) of them).
+template <class To, class From>
+To bits(const From& v) {
+  static_assert(sizeof(To) <= sizeof(From), "reads within v");
+  return loadv<To>(&v);
+}
+
+// Element types of images, in and out: L consecutive elements as floats,
+// and L finished values (rounding points, see finish in pixel.h) as
+// elements. Intrinsics where there are some: GCC converts vectors between
+// bytes and wider lanes one lane at a time. (Another element type is one
+// more specialisation.)
+template <class T>
+struct Elem;
+
+template <>
+struct Elem<uint8_t> {
+  typedef U8 V;
+  static F load(const uint8_t* p) {
+#if FI_LANES == 16
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(loadv<__m128i>(p)));
+#elif FI_LANES == 8
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+        _mm_loadl_epi64(static_cast<const __m128i*>(static_cast<const void*>(p)))));
+#elif defined(__SSE2__)
+    const __m128i z = _mm_setzero_si128();
+    const __m128i b = _mm_cvtsi32_si128(loadv<int32_t>(p));
+    return _mm_cvtepi32_ps(_mm_unpacklo_epi16(_mm_unpacklo_epi8(b, z), z));
+#else
+    return __builtin_convertvector(loadv<U8>(p), F);
+#endif
+  }
+
+  // Truncated: the values are rounding points in 0.5 .. 255.5.
+  static V pack(const F& f) {
+    const I32 v = __builtin_convertvector(f, I32);
+#if FI_LANES == 16
+    return bits<U8>(_mm512_cvtepi32_epi8(bits<__m512i>(v)));
+#elif FI_LANES == 8
+    const __m256i i = bits<__m256i>(v);
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    return bits<U8>(_mm_packus_epi16(w, w));
+#elif defined(__SSE2__)
+    const __m128i w = _mm_packs_epi32(bits<__m128i>(v), bits<__m128i>(v));
+    return bits<U8>(_mm_packus_epi16(w, w));
+#else
+    return __builtin_convertvector(v, U8);
+#endif
+  }
+};
+
+// Premultiplied sums between the stages of a chain: not rounded.
+template <>
+struct Elem<float> {
+  typedef F V;
+  static F load(const float* p) { return loadv<F>(p); }
+};
+
+// The first (Hi = 0) or second half of a and b, interleaved lane by lane.
+template <int Hi, class V, size_t... J>
+FI_ALWAYS_INLINE V interleave(const V& a, const V& b, std::index_sequence<J...>) {
+  constexpr int n = sizeof(V) / sizeof(a[0]);
+  return __builtin_shufflevector(a, b, (Hi * n / 2 + J / 2 + (J % 2) * n)...);
+}
+
+// n rows of n values (floats or bytes) transposed in registers: log2(n)
+// rounds of interleaving row i with row i + n/2.
+template <class V>
+FI_ALWAYS_INLINE void transpose(V* m) {
+  constexpr int n = sizeof(V) / sizeof(m[0][0]);
+  const auto idx = std::make_index_sequence<n>();
+  for (int round = 1; round < n; round *= 2) {
+    V t[n];
+    for (int i = 0; i < n / 2; ++i) {
+      t[2 * i] = interleave<0>(m[i], m[i + n / 2], idx);
+      t[2 * i + 1] = interleave<1>(m[i], m[i + n / 2], idx);
+    }
+    for (int i = 0; i < n; ++i) m[i] = t[i];
+  }
+}
+
+// The L / 4 RGBA pixels of one vector, premultiplied.
+template <size_t... J>
+F premultiply_rgba(const F& v, std::index_sequence<J...>) {
+  const F a = __builtin_shufflevector(v, v, (J / 4 * 4 + 3)...);
+  // Colour lanes from the product, alpha lanes (the second operand's) kept.
+  return __builtin_shufflevector(premultiply(v, a), v, (J % 4 == 3 ? L + J : J)...);
+}
+
+template <class T>
+size_t round_up(T n, size_t m) {
+  return (static_cast<size_t>(n) + m - 1) / m * m;
+}
+
+// One input's N vectors x added to the K running sums, times the input's
+// weight for each.
+template <int K, int N>
+FI_ALWAYS_INLINE void add_weighted(F (&sums)[K][N], const float* w, const F (&x)[N]) {
+#pragma GCC unroll 8
+  for (int s = 0; s < K; ++s) {
+    const F ws = splat(w[s]);
+#pragma GCC unroll 8
+    for (int v = 0; v < N; ++v) sums[s][v] += ws * x[v];
+  }
+}
+
+// Hands running sum 0 (finished) to `store` and moves the others down one;
+// the last starts from zero. (After unrolling these are register renames.)
+template <int K, int N, class Store>
+FI_ALWAYS_INLINE void finish_oldest(F (&sums)[K][N], Store store) {
+  store(sums[0]);
+#pragma GCC unroll 8
+  for (int s = 0; s + 1 < K; ++s)
+#pragma GCC unroll 8
+    for (int v = 0; v < N; ++v) sums[s][v] = sums[s + 1][v];
+#pragma GCC unroll 8
+  for (int v = 0; v < N; ++v) sums[K - 1][v] = F{};
+}
+
+// Calls f(std::integral_constant<int, slots>()), slots in 1 .. Max.
+template <int Max, int K = 1, class Fn>
+void with_slots(int slots, Fn&& f) {
+  if constexpr (K <= Max) {
+    if (slots == K) return f(std::integral_constant<int, K>());
+    return with_slots<Max, K + 1>(slots, f);
+  }
+  throw std::logic_error("sweep with too many slots");
+}
+
+// One separable stage from In (uint8_t: straight alpha; float: premultiplied
+// sums of an earlier stage) to Out, for C channels. Its rows go into `dst`,
+// or with Next, to the next stage of a chain.
+template <int C, class In, class Out, class Next = void>
+class Separable {
+  // Row vectors per sample in the horizontal pass: one channel alone would
+  // be too few sums per weight loaded.
+  static constexpr int P = C == 1 ? 2 : 1;
+  static constexpr int R = P * L;  // rows per horizontal block
+  static constexpr int CP = C * P;
+  static constexpr int kVSlots = slots_for(kChunk);
+  static constexpr int kHSlots = slots_for(CP);
+
+ public:
+  // The most rows one push into the next stage of a chain brings.
+  static constexpr int kRowsOut = R;
+
+  // Output pixels x_begin .. x_end - 1 of rows y_begin .. y_end - 1, written
+  // from dst on (or pushed to `next`), from input rows of in_cols() pixels
+  // from in_first() on, pushed in blocks of at most max_rows rows.
+  Separable(Sweeps& sweeps, const Pass& hp, const Pass& vp, const Tile& t, int max_rows, Out* dst,
+            size_t dst_stride, Next* next)
+      : hs_(sweeps.get(hp, t.x_begin, t.x_end, kHSlots)),
+        vs_(sweeps.get(vp, t.y_begin, t.y_end, kVSlots)),
+        in_len_(static_cast<size_t>(hs_.end - hs_.first) * C),
+        out_len_(static_cast<size_t>(t.x_end - t.x_begin) * C),
+        row_len_(round_up(round_up(hs_.end - hs_.first, kCols) * C, kChunk * L)), dst_(dst),
+        dst_stride_(dst_stride), next_(next) {
+    // Ring of finished vertical rows: R for the horizontal pass, plus as
+    // many as one block of input can finish.
+    int most = 0;
+    for (int g = 0; g < vs_.groups; ++g) {
+      const int* ends = vs_.group_ends(g);
+      for (int q = 0, lo = 0; q < vs_.per_group && ends[q] != INT_MAX; ++q) {
+        while (ends[lo] <= ends[q] - max_rows) ++lo;
+        most = std::max(most, q - lo + 1);
+      }
+    }
+    ring_rows_ = R + most * vs_.groups;
+    ring_.assign(ring_rows_ * row_len_, 0.0f);
+    vsums_.assign(static_cast<size_t>(vs_.groups) * vs_.slots * row_len_, 0.0f);
+    vnext_.assign(vs_.groups, 0);
+    tail_.assign(static_cast<size_t>(max_rows) * kChunk * L, In{});
+    cols_.resize(static_cast<size_t>(kCols) * CP * L);
+    hsums_.resize(static_cast<size_t>(hs_.groups) * hs_.slots * CP * L);
+    hnext_.resize(hs_.groups);
+    out_.resize(round_up(out_len_, L) * P * L);
+    if constexpr (!std::is_void_v<Next>) rows_.assign(R * next->row_stride(), 0.0f);
+  }
+
+  // Input rows first_row() .. end_row() - 1 are pushed in order, each from
+  // pixel first_col() on.
+  int first_row() const { return vs_.first; }
+  int end_row() const { return vs_.end; }
+  int first_col() const { return hs_.first; }
+  int end_col() const { return hs_.end; }
+  size_t row_stride() const { return row_len_; }
+
+  void push(const In* src, size_t stride, int n) {
+    with_slots<kVSlots>(vs_.slots, [&](auto k) {
+      constexpr int K = decltype(k)::value;
+      const size_t chunk = kChunk * L, whole = in_len_ / chunk * chunk;
+      if (whole < in_len_)  // the last, partial chunk from a zero-padded copy
+        for (int r = 0; r < n; ++r)
+          std::copy(src + r * stride + whole, src + r * stride + in_len_, &tail_[r * chunk]);
+      // Chunk by chunk, and within a chunk group by group: the chunk's rows
+      // are still in cache for the next group.
+      for (size_t col = 0; col < in_len_; col += chunk)
+        for (int g = 0; g < vs_.groups; ++g) {
+          int q = vnext_[g];
+          if (col < whole)
+            vertical<K>(src + col, stride, n, g, col, q);
+          else
+            vertical<K>(tail_.data(), chunk, n, g, col, q);
+          if (col + chunk >= in_len_) vnext_[g] = q;
+        }
+    });
+    pushed_ += n;
+    // Rows finish in order: every one whose window ends by now is complete.
+    while (done_ < vs_.out_end - vs_.out_begin &&
+           vs_.group_ends(done_ % vs_.groups)[done_ / vs_.groups] <= vs_.first + pushed_)
+      ++done_;
+    while (done_ - taken_ >= R) horizontal(R);
+  }
+
+  // After the last push: the rows still waiting for the horizontal pass.
+  void flush() {
+    if (done_ > taken_) horizontal(done_ - taken_);
+    if constexpr (!std::is_void_v<Next>) next_->flush();
+  }
+
+ private:
+  float* ring_row(int i) { return &ring_[static_cast<size_t>(i % ring_rows_) * row_len_]; }
+
+  // The vertical sweep of n pushed rows over one column chunk of group g,
+  // whose next output to finish is q.
+  template <int K>
+  void vertical(const In* src, size_t stride, int n, int g, size_t col, int& q) {
+    F sums[K][kChunk];
+    float* saved = &vsums_[(static_cast<size_t>(g) * K * row_len_) + col * K];
+#pragma GCC unroll 8
+    for (int s = 0; s < K; ++s)
+#pragma GCC unroll 8
+      for (int v = 0; v < kChunk; ++v) sums[s][v] = loadv<F>(saved + (s * kChunk + v) * L);
+    const int* ends = vs_.group_ends(g);
+    const int j0 = vs_.first + pushed_;
+    const float* w = vs_.group_weights(g) + static_cast<size_t>(pushed_) * K;
+    // In locals: stores through char-typed copies could change members.
+    float* const ring = ring_.data() + col;
+    const int rows = ring_rows_, groups = vs_.groups;
+    const size_t row_len = row_len_;
+    int at = (g + q * groups) % rows;  // the ring row of output q
+    for (int r = 0; r < n; ++r, w += K) {
+      // The same columns of the next block: a column chunk's rows are too
+      // far apart for the hardware to fetch them ahead.
+      __builtin_prefetch(src + (r + n) * stride, 0, 1);
+      F x[kChunk];
+#pragma GCC unroll 8
+      for (int v = 0; v < kChunk; ++v) {
+        x[v] = Elem<In>::load(src + r * stride + v * L);
+        if constexpr (C == 4 && std::is_same_v<In, uint8_t>)
+          x[v] = premultiply_rgba(x[v], std::make_index_sequence<L>());
+      }
+      add_weighted(sums, w, x);
+      while (ends[q] == j0 + r + 1) {
+        float* out = ring + static_cast<size_t>(at) * row_len;
+        at = at + groups < rows ? at + groups : at + groups - rows;
+        finish_oldest(sums, [&](const F* f) {
+#pragma GCC unroll 8
+          for (int v = 0; v < kChunk; ++v) storev(out + v * L, f[v]);
+        });
+        ++q;
+      }
+    }
+#pragma GCC unroll 8
+    for (int s = 0; s < K; ++s)
+#pragma GCC unroll 8
+      for (int v = 0; v < kChunk; ++v) storev(saved + (s * kChunk + v) * L, sums[s][v]);
+  }
+
+  // The next nr (<= R) finished vertical rows through the horizontal pass.
+  void horizontal(int nr) {
+    const float* rows[R];
+    for (int r = 0; r < R; ++r) rows[r] = ring_row(taken_ + (r < nr ? r : 0));
+    std::fill(hsums_.begin(), hsums_.end(), 0.0f);
+    std::fill(hnext_.begin(), hnext_.end(), 0);
+    const int cols = hs_.end - hs_.first;
+    for (int c0 = 0; c0 < cols; c0 += kCols) {
+      transpose_cols(rows, c0);
+      for (int g = 0; g < hs_.groups; ++g) sweep_cols(g, c0, std::min(c0 + kCols, cols), hnext_[g]);
+    }
+    write_rows(nr);
+    taken_ += nr;
+  }
+
+  // cols_[((j - c0) * C + c) * P + p] = sample j, channel c of rows
+  // p * L .. p * L + L - 1, for pixels c0 .. c0 + kCols - 1 (counted from
+  // first_col()).
+  void transpose_cols(const float* const* rows, int c0) {
+    const size_t base = static_cast<size_t>(c0) * C;
+    for (int p = 0; p < P; ++p)
+      for (int i = 0; i < kCols * C; i += L) {
+        F m[L];
+        for (int r = 0; r < L; ++r) m[r] = loadv<F>(rows[p * L + r] + base + i);
+        transpose(m);
+        for (int j = 0; j < L; ++j) storev(&cols_[((i + j) * P + p) * L], m[j]);
+      }
+  }
+
+  // The horizontal sweep of group g, whose next output to finish is q, over
+  // the pixels c0 .. c1 - 1 of the chunk at c0.
+  void sweep_cols(int g, int c0, int c1, int& q) {
+    with_slots<kHSlots>(hs_.slots, [&](auto k) {
+      constexpr int K = decltype(k)::value;
+      F sums[K][CP];
+      float* saved = &hsums_[static_cast<size_t>(g) * K * CP * L];
+#pragma GCC unroll 8
+      for (int s = 0; s < K; ++s)
+#pragma GCC unroll 8
+        for (int v = 0; v < CP; ++v) sums[s][v] = loadv<F>(saved + (s * CP + v) * L);
+      const int* ends = hs_.group_ends(g);
+      const float* w = hs_.group_weights(g) + static_cast<size_t>(c0) * K;
+      // In locals: stores through char-typed copies could change members.
+      Out* const out = out_.data();
+      const int first = hs_.first, groups = hs_.groups;
+      for (int j = c0; j < c1; ++j, w += K) {
+        F x[CP];
+#pragma GCC unroll 8
+        for (int v = 0; v < CP; ++v) x[v] = loadv<F>(&cols_[((j - c0) * CP + v) * L]);
+        add_weighted(sums, w, x);
+        while (ends[q] == first + j + 1) {
+          Out* o = out + static_cast<size_t>(g + q * groups) * CP * L;
+          finish_oldest(sums, [&](const F* f) { store_col(o, f); });
+          ++q;
+        }
+      }
+#pragma GCC unroll 8
+      for (int s = 0; s < K; ++s)
+#pragma GCC unroll 8
+        for (int v = 0; v < CP; ++v) storev(saved + (s * CP + v) * L, sums[s][v]);
+    });
+  }
+
+  // One output pixel (C channels of P row vectors), finished or kept as
+  // float, to o[(c * P + p) * L].
+  static void store_col(Out* o, const F* f) {
+    for (int p = 0; p < P; ++p) {
+      F px[C], v[C];
+      for (int c = 0; c < C; ++c) px[c] = f[c * P + p];
+      if constexpr (std::is_same_v<Out, float>) {
+        for (int c = 0; c < C; ++c) storev(o + (c * P + p) * L, px[c]);
+      } else {
+        finish<C>(px, v);
+        for (int c = 0; c < C; ++c) storev(o + (c * P + p) * L, Elem<Out>::pack(v[c]));
+      }
+    }
+  }
+
+  // out_ transposed back into the block's nr rows: to dst_, or to the next
+  // stage.
+  void write_rows(int nr) {
+    typedef typename Elem<Out>::V V;
+    Out* base;
+    size_t stride;
+    if constexpr (std::is_void_v<Next>) {
+      base = dst_ + static_cast<size_t>(taken_) * dst_stride_;
+      stride = dst_stride_;
+    } else {
+      base = rows_.data();
+      stride = next_->row_stride();
+    }
+    for (int p = 0; p < P && p * L < nr; ++p) {
+      const int rows = std::min(L, nr - p * L);
+      for (size_t i = 0; i < out_len_; i += L) {
+        V m[L];
+        for (int j = 0; j < L; ++j) m[j] = loadv<V>(&out_[((i + j) * P + p) * L]);
+        transpose(m);
+        const size_t n = std::min<size_t>(L, out_len_ - i);
+        for (int r = 0; r < rows; ++r) {
+          Out* d = base + (p * L + r) * stride + i;
+          if (n == L)
+            storev(d, m[r]);
+          else
+            for (size_t e = 0; e < n; ++e) d[e] = m[r][e];
+        }
+      }
+    }
+    if constexpr (!std::is_void_v<Next>) next_->push(rows_.data(), stride, nr);
+  }
+
+  const Sweep &hs_, &vs_;
+  const size_t in_len_, out_len_;  // elements per input and output row
+  const size_t row_len_;           // floats per ring row, padded for whole chunks
+  Out* const dst_;
+  const size_t dst_stride_;
+  Next* const next_;
+  int ring_rows_ = 0;
+  int pushed_ = 0;            // input rows pushed so far
+  int done_ = 0;              // vertical rows finished
+  int taken_ = 0;             // of those, through the horizontal pass
+  std::vector<float> ring_;   // finished vertical rows
+  std::vector<float> vsums_;  // vertical running sums between pushes
+  std::vector<int> vnext_;    // per group, the next output to finish
+  std::vector<In> tail_;      // the pushed rows' last, partial chunk
+  std::vector<float> cols_;   // one transposed chunk of kCols pixels
+  std::vector<float> hsums_;  // horizontal running sums between chunks
+  std::vector<int> hnext_;    // per group, the next output to finish
+  std::vector<Out> out_;      // the horizontal pass's output, transposed
+  std::vector<float> rows_;   // the block's rows for the next stage
+};
+
+// Pushes the stage's rows, from src (its first column of row 0) with `len`
+// elements per row, in blocks.
+template <class S, class T>
+void feed(S& stage, const T* src, size_t len, int block) {
+  for (int y = stage.first_row(); y < stage.end_row(); y += block)
+    stage.push(src + y * len, len, std::min(block, stage.end_row() - y));
+  stage.flush();
+}
+
+template <int C>
+void run(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages, const Tile& t,
+         Sweeps& sweeps) {
+  const size_t in_len = static_cast<size_t>(in.w) * C;
+  const size_t out_len = static_cast<size_t>(stages.back().horizontal.n_out) * C;
+  uint8_t* out = dst + t.y_begin * out_len + static_cast<size_t>(t.x_begin) * C;
+  if (stages.size() == 1) {
+    const Stage& s = stages[0];
+    Separable<C, uint8_t, uint8_t> one(sweeps, s.horizontal, s.vertical, t, kBlock, out, out_len,
+                                       nullptr);
+    return feed(one, src + static_cast<size_t>(one.first_col()) * C, in_len, kBlock);
+  }
+  if (stages.size() == 2) {
+    // The first stage's rows go straight into the second.
+    typedef Separable<C, float, uint8_t> Last;
+    typedef Separable<C, uint8_t, float, Last> First;
+    Last last(sweeps, stages[1].horizontal, stages[1].vertical, t, First::kRowsOut, out, out_len,
+              nullptr);
+    const Tile t1{last.first_col(), last.end_col(), last.first_row(), last.end_row()};
+    First first(sweeps, stages[0].horizontal, stages[0].vertical, t1, kBlock, nullptr, 0, &last);
+    return feed(first, src + static_cast<size_t>(first.first_col()) * C, in_len, kBlock);
+  }
+  // Longer chains (no public call makes one) go through whole float images.
+  std::vector<float> cur, next;
+  size_t len = in_len;
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const Pass &hp = stages[i].horizontal, &vp = stages[i].vertical;
+    const size_t n = static_cast<size_t>(hp.n_out) * C;
+    const Tile whole{0, hp.n_out, 0, vp.n_out};
+    if (i == 0) {
+      next.assign(static_cast<size_t>(vp.n_out) * n, 0.0f);
+      Separable<C, uint8_t, float> s(sweeps, hp, vp, whole, kBlock, next.data(), n, nullptr);
+      feed(s, src + static_cast<size_t>(s.first_col()) * C, len, kBlock);
+    } else if (i + 1 == stages.size()) {
+      Separable<C, float, uint8_t> s(sweeps, hp, vp, whole, kBlock, dst, n, nullptr);
+      feed(s, cur.data() + static_cast<size_t>(s.first_col()) * C, len, kBlock);
+    } else {
+      next.assign(static_cast<size_t>(vp.n_out) * n, 0.0f);
+      Separable<C, float, float> s(sweeps, hp, vp, whole, kBlock, next.data(), n, nullptr);
+      feed(s, cur.data() + static_cast<size_t>(s.first_col()) * C, len, kBlock);
+    }
+    len = n;
+    cur.swap(next);
+  }
+}
+
+}  // namespace
+
+void separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages,
+               const Tile& t, Sweeps& sweeps) {
+  switch (in.c) {
+    case 1: return run<1>(src, in, dst, stages, t, sweeps);
+    case 3: return run<3>(src, in, dst, stages, t, sweeps);
+    case 4: return run<4>(src, in, dst, stages, t, sweeps);
+  }
+  throw std::invalid_argument("channels must be 1, 3 or 4");
+}
+
+}  // namespace FI_ENGINE
+}  // namespace fi
