@@ -7,8 +7,6 @@
 // pixel.h's formulas take the engines' vectors; GCC warns that passing them
 // changes with the target, which never applies: they are always inlined.
 #pragma GCC diagnostic ignored "-Wpsabi"
-#include "cpu_shared.h"
-
 #include <sched.h>
 
 #include <algorithm>
@@ -24,6 +22,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "cpu_shared.h"
 
 #ifdef __SSE2__
 #include <immintrin.h>
