@@ -107,26 +107,6 @@ def test_tables_of_geometries_no_longer_cached_are_made_again(rng, monkeypatch):
     assert allocations_of(resize, monkeypatch) == warm
 
 
-def test_tables_of_geometries_no_longer_cached_are_made_again(rng, monkeypatch):
-    # The plans of 64 geometries are kept (and their tables on the device):
-    # after 69 others, the first geometry's call uploads its tables again.
-    img = rng.image(45, 67, 3)
-
-    def resize() -> np.ndarray:
-        return fastimg.resize(img, (23, 41), backend="cuda")
-
-    resize()
-    warm = allocations_of(resize, monkeypatch)
-    for w in range(1, 70):
-        fastimg.resize(img, (w, 5), backend="cuda")
-    monkeypatch.setenv("FASTIMG_EMU_OOM_AT", str(warm + 1))
-    with pytest.raises(fastimg.DeviceOutOfMemory):
-        resize()
-    monkeypatch.setenv("FASTIMG_EMU_OOM_AT", "0")
-    assert colour_diff(resize(), fastimg.resize(img, (23, 41), backend="cpu")) <= 1
-    assert allocations_of(resize, monkeypatch) == warm
-
-
 @pytest.mark.parametrize("k", [2, 3])
 def test_a_thread_whose_staging_buffers_cannot_be_made_tries_again(rng, monkeypatch, k):
     # A thread's first copy makes its two pinned buffers: allocations 2 and 3
