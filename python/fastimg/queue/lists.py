@@ -85,14 +85,6 @@ return 1
 """
 
 
-# Move one dead letter back to the tail of image:jobs.   KEYS: failed, jobs   ARGV: record, job
-_REQUEUE = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
-return 1
-"""
-
-
 Finish = int  # what _FINISH returns: RECORDED, ALREADY_RECORDED or GONE
 RECORDED, ALREADY_RECORDED, GONE = 1, 2, 0
 
@@ -108,7 +100,6 @@ class Queue:
         self._promote = conn.register_script(_PROMOTE)
         self._recover = conn.register_script(_RECOVER)
         self._retire = conn.register_script(_RETIRE)
-        self._requeue = conn.register_script(_REQUEUE)
         self._owns = conn.register_script(_OWNS)
 
     # -- a worker slot's own job -------------------------------------------
@@ -241,10 +232,6 @@ class Queue:
         )
 
     # -- operator tools --------------------------------------------------------
-    def requeue(self, record: bytes | str, job: dict[str, Any]) -> bool:
-        """Move one failed record back to image:jobs as ``job``; False if it was gone."""
-        return bool(self._requeue(keys=[keys.FAILED, keys.JOBS], args=[record, dumps(job)]))
-
     def stats(self) -> dict[str, Any]:
         """Lengths, jobs in flight, live workers and the oldest pending job's age."""
         conn = self.conn
