@@ -25,9 +25,14 @@ from .config import Config
 from .metrics import HealthServer, Metrics, fresh
 from .slot import Shared, Slot, payload_job_id, say
 
+# After a clean stop, how long to keep trying to reach Redis to give back
+# what a lost reply left in flight (after a hard stop: no second try).
+GIVE_BACK_S = 10.0
+
 
 class Slots:
-    """The slot threads of one process: started, watched, restarted."""
+    """The slot threads of one process: started, watched, restarted, and their
+    jobs given back when the process stops."""
 
     def __init__(self, ids: list[str], connect: Callable[..., redis.Redis], shared: Shared) -> None:
         self.ids = ids
@@ -66,6 +71,40 @@ class Slots:
     def reading(self) -> list[str]:
         """Ids of the slots in a blocking read, which may still receive a job."""
         return [s.wid for s in self._slots if s is not None and s.taking]
+
+    def give_back(self, queue: Queue) -> bool:
+        """Give the slots' jobs back and unregister; True when nothing is left
+        in flight. Redis errors are retried for GIVE_BACK_S after a clean
+        stop, not after a hard stop, and not past another signal: what is
+        left waits for the leases to lapse, and another worker recovers it."""
+        start = time.monotonic()
+        settle = start + self.shared.config.block_timeout + 0.5
+        give_up = start + (0 if self.shared.hard_stop.is_set() else GIVE_BACK_S)
+        backoff = Backoff()
+        while True:
+            try:
+                # A slot still in its blocking read could take a job given back
+                # here, so the flags are read first, the reads are ended, and
+                # the round repeats until one began with no slot reading.
+                reading = self.reading()
+                if reading and self.named:
+                    queue.unblock(reading)
+                for wid in self.ids:
+                    for raw in queue.give_back(wid):
+                        say("MAIN", f"Put job {payload_job_id(raw)} held by {wid} back at the head of {keys.JOBS}")
+                if reading and time.monotonic() < settle:
+                    time.sleep(0.01 if self.named else 0.05)
+                    continue
+                queue.unregister(self.ids)
+                return not any(queue.held(wid) for wid in self.ids)
+            except redis.RedisError as e:
+                self.shared.metrics.redis_errors.inc()
+                delay = backoff.next()
+                if time.monotonic() + delay > give_up or self.shared.hard_stop.wait(delay):
+                    say("MAIN", f"Redis error while stopping ({e}); giving up")
+                    return False
+                if backoff.delay <= 0.1:
+                    say("MAIN", f"Redis error while stopping ({e}); trying again for up to {GIVE_BACK_S:g}s")
 
 
 class Worker:
@@ -222,37 +261,11 @@ class Worker:
         return self.registered and not self.stopping.is_set() and self.live_slots() == self.config.workers
 
     def _exit(self, queue: Queue) -> int:
-        """Put back what the slots hold (all of it on a hard stop; after a clean
-        stop only what a lost reply left), then leave the registry."""
+        """Put back what the slots hold (all of it on a hard stop; after a clean stop
+        only what a lost reply left); a worker that never registered holds nothing."""
         if self.hard_stop.is_set():
             self.writer.close()  # from here on no output lands and no temporary file stays
-        left = False
-        backoff = Backoff()
-        settle = time.monotonic() + self.config.block_timeout + 0.5
-        errors = 0
-        while errors < 50:
-            try:
-                # A slot still in its blocking read could take a job given back
-                # here, so the flags are read first, the reads are ended, and
-                # the round repeats until one began with no slot reading.
-                reading = self.slots.reading()
-                if reading and self.slots.named:
-                    queue.unblock(reading)
-                for wid in self.ids:
-                    for raw in queue.give_back(wid):
-                        say("MAIN", f"Put job {payload_job_id(raw)} held by {wid} back at the head of {keys.JOBS}")
-                if reading and time.monotonic() < settle:
-                    time.sleep(0.01 if self.slots.named else 0.05)
-                    continue
-                queue.unregister(self.ids)
-                left = any(queue.held(wid) for wid in self.ids)
-                break
-            except redis.RedisError as e:
-                # The leases expire on their own; any live worker then recovers the jobs.
-                say("MAIN", f"Redis error while stopping ({e})")
-                left = True
-                errors += 1
-                time.sleep(backoff.next())
+        left = self.registered and not self.slots.give_back(queue)
         if self.health:
             self.health.close()
         if not self.hard_stop.is_set():
