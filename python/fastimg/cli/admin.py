@@ -14,7 +14,7 @@ import redis
 
 from ..image.spec import OPERATIONS
 from ..queue import deadletters, keys
-from ..queue.connect import connector, redis_url
+from ..queue.connect import configuration_problem, connector, redis_url
 from ..queue.lists import Queue
 from .options import non_negative_int, positive_float, positive_int
 
@@ -27,7 +27,18 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def _connect(args: argparse.Namespace) -> redis.Redis:
-    return connector(redis_url(args.redis, args.db, os.environ), 2.0)()
+    """The connection, or exit 2 on settings that cannot work (an outage is
+    left to the command: it reports the error it meets)."""
+    try:
+        conn = connector(redis_url(args.redis, args.db, os.environ), 2.0)()
+    except ValueError as e:
+        problem: str | None = str(e)
+    else:
+        problem = configuration_problem(conn)
+    if problem:
+        print(f"gpu-image-worker: error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    return conn
 
 
 def stats_main(argv: Sequence[str]) -> int:

@@ -10,7 +10,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -19,7 +18,7 @@ from ..image.admission import Budget, default_budget
 from ..image.pipeline import encoder_pool
 from ..image.write import Writer
 from ..queue import keys, outcomes, recovery
-from ..queue.connect import Backoff, configuration_problem
+from ..queue.connect import Backoff, Connector, configuration_problem, follow_primary
 from ..queue.lists import Queue
 from .config import Config
 from .metrics import HealthServer, Metrics, fresh
@@ -34,7 +33,7 @@ class Slots:
     """The slot threads of one process: started, watched, restarted, and their
     jobs given back when the process stops."""
 
-    def __init__(self, ids: list[str], connect: Callable[..., redis.Redis], shared: Shared) -> None:
+    def __init__(self, ids: list[str], connect: Connector, shared: Shared) -> None:
         self.ids = ids
         self.connect = connect
         self.shared = shared
@@ -67,6 +66,9 @@ class Slots:
                 say("MAIN", f"WORKER-{i} stopped unexpectedly; restarting it")
                 self._start(i)
         self.shared.metrics.live_slots.set(self.live())
+
+    def clients(self) -> list[redis.Redis]:
+        return [s.conn for s in self._slots if s is not None and s.conn is not None]
 
     def reading(self) -> list[str]:
         """Ids of the slots in a blocking read, which may still receive a job."""
@@ -108,7 +110,7 @@ class Slots:
 
 
 class Worker:
-    def __init__(self, connect: Callable[..., redis.Redis], config: Config) -> None:
+    def __init__(self, connect: Connector, config: Config) -> None:
         self.connect = connect
         self.config = config
         token = secrets.token_hex(3)
@@ -131,6 +133,7 @@ class Worker:
             stopping=self.stopping,
             hard_stop=self.hard_stop,
             after_job=self._check_backend,
+            acks=connect.acks,
         )
         self.slots = Slots(self.ids, connect, self.shared)
         self.health: HealthServer | None = None
@@ -167,7 +170,7 @@ class Worker:
         self._check_backend()
         say("MAIN", f"Memory budget for jobs: {self.budget.total / (1 << 20):.0f} MB")
         self.metrics.memory_budget.set(self.budget.total)
-        queue = Queue(self.connect(), cfg.done_cap, cfg.failed_cap)
+        queue = Queue(self.connect(), cfg.done_cap, cfg.failed_cap, self.connect.acks)
         problem = configuration_problem(queue.conn)
         if problem:
             say("MAIN", f"Configuration error: {problem}")
@@ -223,6 +226,7 @@ class Worker:
                     queue.beat(self.ids, ttl_ms)
                     next_beat = now + cfg.heartbeat_ttl / 3
                 if now >= next_sweep:
+                    follow_primary([queue.conn, *self.slots.clients()])
                     queue.promote_due()
                     scan = now >= next_scan
                     self.metrics.recovered.inc(
