@@ -12,11 +12,13 @@ import pytest
 import yaml
 
 from fastimg.cli.worker import ENV_HELP, build_parser
+from fastimg.queue.address import parse
+from fastimg.queue.connect import redis_url
 from fastimg.worker.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 KNOWN_FLAGS = {opt for action in build_parser()._actions for opt in action.option_strings}
-KNOWN_ENV = set(re.findall(r"\b(REDIS_[A-Z]+|FASTIMG_[A-Z_]+)\b", ENV_HELP))
+KNOWN_ENV = set(re.findall(r"\b(REDIS_[A-Z_]+|FASTIMG_[A-Z_]+)\b", ENV_HELP))
 
 
 def worker_args(args):
@@ -84,6 +86,56 @@ def test_kubernetes_manifests():
     assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     assert auth["spec"]["secretTargetRef"][0]["name"] == secret["metadata"]["name"]
+
+
+def sentinel_address(args):
+    """What the worker makes of its -redis/-db: Sentinels and a service."""
+    address = parse(redis_url(args.redis, args.db, {}))
+    assert address.sentinels and address.service, args.redis
+    return address
+
+
+def test_compose_file_with_sentinel():
+    services = yaml.safe_load((DEPLOY / "docker-compose.sentinel.yml").read_text())["services"]
+    worker = services["worker"]
+    address = sentinel_address(worker_args(worker["command"]))
+    names = sorted(name for name in services if name.startswith("sentinel-"))
+    assert address.sentinels == tuple((name, 26379) for name in names) and len(names) == 3
+    assert {"REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"} <= set(worker["environment"]) <= KNOWN_ENV
+    for name in names:
+        conf = services[name]["command"][-1]
+        monitor = re.search(r"^sentinel monitor (\S+) (\S+) 6379 (\d)$", conf, re.M)
+        assert monitor and monitor.group(1) == address.service and int(monitor.group(3)) == 2  # a majority of 3
+        assert f"sentinel auth-pass {address.service} $$REDIS_PASSWORD" in conf and "requirepass" in conf
+        primary = monitor.group(2)
+    nodes = [s["command"] for n, s in services.items() if n.startswith("redis-")]
+    replica = next(node for node in nodes if "--replicaof" in node)
+    assert replica[replica.index("--replicaof") + 1] == primary
+    for node in nodes:
+        assert "noeviction" in node and "--appendonly" in node and "--masterauth" in node
+
+
+def test_kubernetes_manifests_with_sentinel():
+    deployment = yaml.safe_load((DEPLOY / "kubernetes" / "sentinel" / "deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    address = sentinel_address(worker_args(container["args"]))
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    secret = yaml.safe_load((DEPLOY / "kubernetes" / "secret.yaml").read_text())
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert set(refs) == {"REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"} <= KNOWN_ENV
+    assert all(r["name"] == secret["metadata"]["name"] and r["key"] in secret["stringData"] for r in refs.values())
+    auth, scaled = yaml.safe_load_all((DEPLOY / "kubernetes" / "sentinel" / "keda-scaledobject.yaml").read_text())
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "redis-sentinel" and trigger["metadata"]["listName"] == "image:jobs"
+    assert trigger["metadata"]["sentinelMaster"] == address.service
+    assert trigger["metadata"]["addresses"] == ",".join(f"{h}:{p}" for h, p in address.sentinels)
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    params = {t["parameter"]: (t["name"], t["key"]) for t in auth["spec"]["secretTargetRef"]}
+    assert params == {
+        "password": (secret["metadata"]["name"], refs["REDIS_PASSWORD"]["key"]),
+        "sentinelPassword": (secret["metadata"]["name"], refs["REDIS_SENTINEL_PASSWORD"]["key"]),
+    }
 
 
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",), "info": ("_info",)}

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import WORKER_CMD, push, records, seed_job
+from output import Output
 from PIL import Image
-from redis_server import RedisServer, env_without_redis, wait_for
+from redis_server import RedisServer, env_without_redis, free_port, wait_for
 
 from fastimg.cli.worker import build_parser
 from fastimg.queue.connect import redis_url
@@ -150,6 +151,53 @@ def test_second_signal_puts_the_job_back_at_the_head(redis_server, r, uploads):
     else:
         assert [j["jobId"] for j in queued] == ["after"]
     assert not r.keys("image:processing:*")
+
+
+def test_ctrl_c_before_redis_was_ever_reached_leaves_at_once():
+    """Nothing was taken, so there is nothing to give back: no retries, no
+    'Redis error while stopping', exit 0."""
+    p = start_worker("-redis", f"127.0.0.1:{free_port()}", "-workers", "2")
+    out = Output(p)
+    try:
+        out.wait_for("Redis error at start-up", times=2)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        text = out.close(timeout=20)
+        took = time.monotonic() - t0
+    finally:
+        p.kill()
+    assert p.returncode == 0 and "Redis error while stopping" not in text, text
+    assert took < 5, (took, text)
+
+
+def test_second_ctrl_c_leaves_at_once_when_redis_is_gone(uploads):
+    """Redis dies with a job in hand: the first Ctrl-C waits to record it, the
+    second stops at once (exit 1: the job stays in flight, for the lease to
+    lapse and another worker to recover), with one line about Redis."""
+    server = RedisServer()
+    try:
+        job = seed_job(uploads, name="stuck")
+        job["inputPath"] = str(big_png(uploads / "user1" / "stuck.png", 6000, 4000))
+        push(server.client(), job)
+        p = start_worker("-redis", f"127.0.0.1:{server.port}", "-workers", "1", "--shutdown-timeout", "300")
+        out = Output(p)
+        try:
+            out.wait_for("Processing job stuck")
+            server.proc.kill()
+            server.proc.wait()
+            p.send_signal(signal.SIGINT)
+            out.wait_for("Received SIGINT: finishing jobs in hand")
+            t0 = time.monotonic()
+            p.send_signal(signal.SIGINT)
+            text = out.close(timeout=30)
+            took = time.monotonic() - t0
+        finally:
+            p.kill()
+    finally:
+        server.close()
+    assert p.returncode == 1 and "jobs left in flight" in text, text
+    assert text.count("Redis error while stopping") == 1, text
+    assert took < 5, (took, text)
 
 
 # -- SIGKILL at random moments ---------------------------------------------------

@@ -26,6 +26,8 @@ import redis
 from .image.sniff import IMAGE_TYPES, detect_image_type
 from .image.spec import OPERATIONS
 from .queue import keys, status
+from .queue.address import Acks, NotAcknowledged, acknowledged, parse
+from .queue.connect import client, follow_primary
 from .queue.wire import dumps
 
 __all__ = ["IMAGE_TYPES", "Producer", "build_job", "detect_image_type", "store_upload"]
@@ -88,14 +90,20 @@ def build_job(
 
 
 class Producer:
-    """Queues image jobs; never raises because of Redis."""
+    """Queues image jobs; never raises because of Redis. With ``acks``, a job
+    counts as queued only once that many replicas have it (see
+    docs/operations.md, High availability)."""
 
-    def __init__(self, conn: redis.Redis) -> None:
+    def __init__(self, conn: redis.Redis, acks: Acks | None = None) -> None:
         self.conn = conn
+        self.acks = acks or Acks()
+        self._next_follow = 0.0
 
     @classmethod
     def from_url(cls, url: str) -> Producer:
-        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5))
+        """For any URL the worker takes (``redis+sentinel://`` too); its
+        ``wait_replicas`` and ``wait_timeout_ms`` become ``acks``."""
+        return cls(client(url, socket_timeout=5, socket_connect_timeout=5), parse(url).acks)
 
     def enqueue(
         self,
@@ -106,7 +114,9 @@ class Producer:
         params: dict[str, object] | None = None,
     ) -> dict[str, object] | None:
         """Queue the stored upload at ``path`` when it is an image; return the job,
-        or None when it is not an image or Redis is unavailable (logged)."""
+        or None when it is not an image, Redis is unavailable, or (with
+        ``acks``) too few replicas confirmed it in time (logged: such a job
+        was queued on the primary and runs unless the primary fails first)."""
         try:
             with open(path, "rb") as f:
                 kind = detect_image_type(f.read(4096))
@@ -119,12 +129,31 @@ class Producer:
         if params:
             job["params"] = params
         try:
-            pipe = self.conn.pipeline(transaction=True)
-            status.stage(pipe, str(job["jobId"]), "queued", operations=list(operations))
-            pipe.rpush(keys.JOBS, dumps(job))
-            pipe.execute()
+            self._push(job, operations)
+        except NotAcknowledged as e:
+            log.warning("Image processing job %s queued but not confirmed (%s); it may be lost", job["jobId"], e)
+            return None
         except redis.RedisError as e:
             log.warning("Redis not available - skipping image processing job for %s: %s", path, e)
             return None
         log.info("Image processing job sent to queue: %s (%s, user %s)", job["jobId"], kind, user_id)
         return job
+
+    def _push(self, job: dict[str, object], operations: Sequence[str]) -> None:
+        """The job's status and the job, in one transaction; with ``acks``,
+        WAIT for the replicas after it on the same connection (NotAcknowledged
+        when too few have it: the job may then be lost in a failover)."""
+        if time.monotonic() >= self._next_follow:  # at most once a second, one caller at a time
+            self._next_follow = time.monotonic() + 1.0
+            follow_primary([self.conn])
+        pipe = self.conn.pipeline(transaction=not self.acks.replicas)
+        if self.acks.replicas:
+            pipe.execute_command("MULTI")  # type: ignore[no-untyped-call]
+        status.stage(pipe, str(job["jobId"]), "queued", operations=list(operations))
+        pipe.rpush(keys.JOBS, dumps(job))
+        if self.acks.replicas:
+            pipe.execute_command("EXEC")  # type: ignore[no-untyped-call]
+            pipe.execute_command("WAIT", self.acks.replicas, self.acks.timeout_ms)  # type: ignore[no-untyped-call]
+        replies = pipe.execute()
+        if self.acks.replicas:
+            acknowledged(self.acks, int(replies[-1]))

@@ -13,10 +13,9 @@ from pathlib import Path
 import redis
 
 from ..image.spec import OPERATIONS
-from ..queue import keys
-from ..queue.connect import connector, redis_url
+from ..queue import deadletters, keys
+from ..queue.connect import configuration_problem, connector, redis_url
 from ..queue.lists import Queue
-from ..queue.outcomes import RECORD_FIELDS
 from .options import non_negative_int, positive_float, positive_int
 
 
@@ -28,7 +27,18 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def _connect(args: argparse.Namespace) -> redis.Redis:
-    return connector(redis_url(args.redis, args.db, os.environ), 2.0)()
+    """The connection, or exit 2 on settings that cannot work (an outage is
+    left to the command: it reports the error it meets)."""
+    try:
+        conn = connector(redis_url(args.redis, args.db, os.environ), 2.0)()
+    except ValueError as e:
+        problem: str | None = str(e)
+    else:
+        problem = configuration_problem(conn)
+    if problem:
+        print(f"gpu-image-worker: error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    return conn
 
 
 def stats_main(argv: Sequence[str]) -> int:
@@ -74,48 +84,70 @@ def requeue_main(argv: Sequence[str]) -> int:
     p.add_argument("--limit", type=positive_int, help="move at most this many")
     args = p.parse_args(argv)
     conn = _connect(args)
-    queue = Queue(conn)
-    moved = skipped = 0
-    for record in reversed(conn.lrange(keys.FAILED, 0, -1)):  # the list is newest first
-        if args.limit is not None and moved >= args.limit:
-            break
-        try:
-            fields = json.loads(record)
-        except ValueError:
-            skipped += 1
-            continue
-        if args.reason and fields.get("reason") != args.reason:
-            continue
-        if "raw" in fields or "jobId" not in fields:
-            skipped += 1
-            continue
-        job = {k: v for k, v in fields.items() if k not in RECORD_FIELDS}
-        job["retryCount"] = 0
-        moved += queue.requeue(record, job)
-    print(f"requeued {moved} job(s)" + (f"; left {skipped} record(s) that are not jobs" if skipped else ""))
+    try:
+        done = deadletters.requeue(conn, args.reason, args.limit)
+    except redis.RedisError as e:
+        print(f"gpu-image-worker requeue-failed: Redis error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("gpu-image-worker requeue-failed: interrupted; records not moved stay on image:failed", file=sys.stderr)
+        return 130
+    skipped = f"; left {done.not_jobs} record(s) that are not jobs" if done.not_jobs else ""
+    print(f"requeued {done.moved} job(s){skipped}")
     return 0
 
 
-def _purge(argv: Sequence[str], key: str, name: str) -> int:
+def _purge(argv: Sequence[str], key: str, name: str, ask: bool) -> int:
     p = _parser(name, f"Delete records from {key}.")
     p.add_argument("--keep", type=non_negative_int, default=0, metavar="N", help="keep the newest N (default 0)")
+    if ask:
+        p.add_argument(
+            "-y",
+            "--yes",
+            action="store_true",
+            help="delete every record without asking (without --keep, and without this flag, "
+            "the command asks on a terminal and refuses elsewhere)",
+        )
     args = p.parse_args(argv)
     conn = _connect(args)
-    before = conn.llen(key)
-    if args.keep:
-        conn.ltrim(key, 0, args.keep - 1)
-    else:
-        conn.delete(key)
-    print(f"deleted {max(0, before - args.keep)} record(s) from {key}")
+    if ask and not args.keep and not args.yes:
+        refused = _refused(conn, key, name)
+        if refused:
+            return refused
+    print(f"deleted {deadletters.purge(conn, key, args.keep)} record(s) from {key}")
     return 0
+
+
+def _refused(conn: redis.Redis, key: str, name: str) -> int:
+    """Before every record of ``key`` goes: 0 when a person on a terminal said
+    yes (or there is nothing to delete), 1 when they said no, 2 when there is
+    no terminal to ask on."""
+    count = conn.llen(key)
+    if not count:
+        return 0
+    if not sys.stdin.isatty():
+        print(
+            f"gpu-image-worker {name}: not deleting all {count} record(s) of {key} without confirmation: "
+            "pass --yes (or --keep N)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        answer = input(f"Delete all {count} record(s) of {key}? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return 0
+    print("nothing deleted")
+    return 1
 
 
 def purge_done_main(argv: Sequence[str]) -> int:
-    return _purge(argv, keys.DONE, "purge-done")
+    return _purge(argv, keys.DONE, "purge-done", ask=False)
 
 
 def purge_failed_main(argv: Sequence[str]) -> int:
-    return _purge(argv, keys.FAILED, "purge-failed")
+    return _purge(argv, keys.FAILED, "purge-failed", ask=True)
 
 
 def submit_main(argv: Sequence[str]) -> int:

@@ -21,12 +21,19 @@ from ..worker.worker import Worker
 from .options import add_output_options, non_negative_int, output_spec, positive_float, positive_int, size
 
 ENV_HELP = """environment:
-  REDIS_URL         redis://[user:password@]host:port/db, or rediss:// for TLS
+  REDIS_URL         redis://[user:password@]host:port/db, or rediss:// for TLS;
+                    redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]
+                    for the primary Sentinel names (rediss+sentinel:// for TLS);
+                    any of them may add ?wait_replicas=N&wait_timeout_ms=T: a
+                    record counts once N replicas have it (docs/operations.md)
   REDIS_HOST        Redis host (default localhost)
   REDIS_PORT        Redis port (default 6379)
   REDIS_DB          database number (default 0)
-  REDIS_USERNAME    ACL user name
+  REDIS_USERNAME    ACL user name (of the data nodes, with Sentinel)
   REDIS_PASSWORD    password (for the default user, or REDIS_USERNAME)
+  REDIS_SENTINEL_USERNAME, REDIS_SENTINEL_PASSWORD
+                    the Sentinels' user and password, when they differ from
+                    the data nodes' (or none)
   FASTIMG_ALLOWED_ROOTS  allowed roots, separated by ':' (as --allowed-root)
   MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_
                     glibc malloc settings; the worker picks its own unless
@@ -61,7 +68,7 @@ def _add_queue_options(p: argparse.ArgumentParser) -> None:
         "-redis",
         "--redis",
         metavar="ADDR",
-        help="Redis address host:port, or a redis:// or rediss:// URL (default localhost:6379)",
+        help="Redis address host:port, or a redis://, rediss:// or redis+sentinel:// URL (default localhost:6379)",
     )
     p.add_argument("-db", "--db", type=non_negative_int, help="Redis database number (default 0)")
     p.add_argument(

@@ -33,3 +33,10 @@ def last_outcome(worker_id: str) -> str:
 def status(job_id: str) -> str:
     """Hash with the job's current state, readable by jobId (see docs/operations.md)."""
     return f"{PREFIX}status:{job_id}"
+
+
+def failed_kept(run: str) -> str:
+    """Dead letters one requeue-failed run set aside, in their order, to go back
+    to the tail of image:failed when the run ends (or when the next run starts,
+    after a run that was killed)."""
+    return f"{FAILED}:kept:{run}"

@@ -11,6 +11,7 @@ from typing import Any, cast
 import redis
 
 from . import keys
+from .address import Acks, acknowledged
 from .wire import dumps, now_ms, text
 
 # Take: BLMOVE image:jobs -> in-flight list (see Queue.take).
@@ -25,7 +26,12 @@ from .wire import dumps, now_ms, text
 #         attempt token, token TTL ms
 _FINISH = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
-  if redis.call('GET', KEYS[4]) == ARGV[5] then return 2 end
+  if redis.call('GET', KEYS[4]) == ARGV[5] then
+    -- A write (the same token, its TTL renewed), so that a WAIT after this
+    -- call counts the replicas that have the record the earlier one made.
+    redis.call('SET', KEYS[4], ARGV[5], 'PX', tonumber(ARGV[6]))
+    return 2
+  end
   return 0
 end
 redis.call('SET', KEYS[4], ARGV[5], 'PX', tonumber(ARGV[6]))
@@ -85,14 +91,6 @@ return 1
 """
 
 
-# Move one dead letter back to the tail of image:jobs.   KEYS: failed, jobs   ARGV: record, job
-_REQUEUE = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
-return 1
-"""
-
-
 Finish = int  # what _FINISH returns: RECORDED, ALREADY_RECORDED or GONE
 RECORDED, ALREADY_RECORDED, GONE = 1, 2, 0
 
@@ -100,15 +98,17 @@ RECORDED, ALREADY_RECORDED, GONE = 1, 2, 0
 class Queue:
     """The worker's view of the Redis lists (key names in :mod:`keys`)."""
 
-    def __init__(self, conn: redis.Redis, done_cap: int = 10_000, failed_cap: int = 10_000) -> None:
+    def __init__(
+        self, conn: redis.Redis, done_cap: int = 10_000, failed_cap: int = 10_000, acks: Acks | None = None
+    ) -> None:
         self.conn = conn
+        self.acks = acks or Acks()
         self.done_cap = done_cap
         self.failed_cap = failed_cap
         self._finish = conn.register_script(_FINISH)
         self._promote = conn.register_script(_PROMOTE)
         self._recover = conn.register_script(_RECOVER)
         self._retire = conn.register_script(_RETIRE)
-        self._requeue = conn.register_script(_REQUEUE)
         self._owns = conn.register_script(_OWNS)
 
     # -- a worker slot's own job -------------------------------------------
@@ -133,12 +133,22 @@ class Queue:
     def _record(
         self, worker_id: str, raw: bytes, target: str, record: dict[str, Any], cap: int, due: str, token: str
     ) -> Finish:
-        return int(
-            self._finish(
-                keys=[keys.processing(worker_id), target, keys.RETRY_DUE, keys.last_outcome(worker_id)],
-                args=[raw, dumps(record), cap, due, token, 24 * 3600 * 1000],
-            )
-        )
+        """Record an outcome; with ``acks``, only once the replicas have it
+        (else NotAcknowledged: the caller records again, which the attempt's
+        token makes a no-op on the primary, and waits again)."""
+        script_keys = [keys.processing(worker_id), target, keys.RETRY_DUE, keys.last_outcome(worker_id)]
+        args: list[bytes | str | int] = [raw, dumps(record), cap, due, token, 24 * 3600 * 1000]
+        if not self.acks.replicas:
+            return int(self._finish(keys=script_keys, args=args))
+        # WAIT counts the replicas that have this connection's writes: it must
+        # follow the script on the same connection, hence one pipeline.
+        pipe = self.conn.pipeline(transaction=False)
+        self._finish(keys=script_keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", self.acks.replicas, self.acks.timeout_ms)  # type: ignore[no-untyped-call]
+        result, acked = pipe.execute()
+        if int(result) != GONE:
+            acknowledged(self.acks, int(acked))
+        return int(result)
 
     def done(self, worker_id: str, raw: bytes, record: dict[str, Any], token: str = "") -> Finish:
         return self._record(worker_id, raw, keys.DONE, record, self.done_cap, "", token)
@@ -241,10 +251,6 @@ class Queue:
         )
 
     # -- operator tools --------------------------------------------------------
-    def requeue(self, record: bytes | str, job: dict[str, Any]) -> bool:
-        """Move one failed record back to image:jobs as ``job``; False if it was gone."""
-        return bool(self._requeue(keys=[keys.FAILED, keys.JOBS], args=[record, dumps(job)]))
-
     def stats(self) -> dict[str, Any]:
         """Lengths, jobs in flight, live workers and the oldest pending job's age."""
         conn = self.conn

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -34,6 +33,8 @@ from fastimg.image.job import safe_job_id
 from fastimg.image.spec import OPERATIONS
 from fastimg.producer import IMAGE_TYPES, Producer
 from fastimg.queue import status
+from fastimg.queue.address import parse
+from fastimg.queue.connect import async_client, client
 
 from .access import authorise
 from .errors import EXCEPTION_HANDLERS, ApiError
@@ -87,9 +88,9 @@ async def healthz(_request: Request) -> Response:
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     state: ServeState = app.state.serve
     url = state.settings.redis_url
-    state.conn = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-    state.aconn = aioredis.Redis.from_url(url, socket_connect_timeout=2)
-    state.producer = Producer(state.conn)
+    state.conn = client(url, socket_timeout=5, socket_connect_timeout=2)
+    state.aconn = async_client(url, socket_connect_timeout=2)
+    state.producer = Producer(state.conn, parse(url).acks)
     state.stats = StatsCache(state.conn, state.settings.stats_interval)
     try:
         yield

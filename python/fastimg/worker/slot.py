@@ -23,6 +23,7 @@ from ..image.errors import InvalidJob, JobError
 from ..image.pipeline import process
 from ..image.write import Stopped, Superseded, Writer, remove_stale_temps
 from ..queue import outcomes, status
+from ..queue.address import Acks
 from ..queue.connect import Backoff
 from ..queue.jobs import parse_job
 from ..queue.lists import GONE, Finish, Queue
@@ -58,6 +59,7 @@ class Shared:
     stopping: threading.Event  # first signal: take no new jobs
     hard_stop: threading.Event  # second signal, or shutdown timeout
     after_job: Callable[[], None]  # the process's look at the kernels' backend
+    acks: Acks  # what an outcome record needs from the replicas (queue/address.py)
 
 
 class Slot:
@@ -66,16 +68,22 @@ class Slot:
         self.connect = connect
         self.shared = shared
         self.taking = False  # in a blocking read: may still receive a job
+        self.conn: redis.Redis | None = None  # once running: the process's main thread keeps it on the primary
 
     def run(self) -> None:
         try:
             self._loop()
         except Exception:
             log.exception("[%s] Slot stopped by an unexpected error", self.name)
+        finally:
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                conn.close()
 
     def _loop(self) -> None:
         shared, name, wid = self.shared, self.name, self.wid
-        queue = Queue(self.connect(), shared.config.done_cap, shared.config.failed_cap)
+        queue = Queue(self.connect(), shared.config.done_cap, shared.config.failed_cap, shared.acks)
+        self.conn = queue.conn
         backoff = Backoff()
         check_held = True  # at start and after a connection error, our list may hold a job
         say(name, "Started")

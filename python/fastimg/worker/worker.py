@@ -10,7 +10,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -19,17 +18,22 @@ from ..image.admission import Budget, default_budget
 from ..image.pipeline import encoder_pool
 from ..image.write import Writer
 from ..queue import keys, outcomes, recovery
-from ..queue.connect import Backoff, configuration_problem
+from ..queue.connect import Backoff, Connector, configuration_problem, follow_primary
 from ..queue.lists import Queue
 from .config import Config
 from .metrics import HealthServer, Metrics, fresh
 from .slot import Shared, Slot, payload_job_id, say
 
+# After a clean stop, how long to keep trying to reach Redis to give back
+# what a lost reply left in flight (after a hard stop: no second try).
+GIVE_BACK_S = 10.0
+
 
 class Slots:
-    """The slot threads of one process: started, watched, restarted."""
+    """The slot threads of one process: started, watched, restarted, and their
+    jobs given back when the process stops."""
 
-    def __init__(self, ids: list[str], connect: Callable[..., redis.Redis], shared: Shared) -> None:
+    def __init__(self, ids: list[str], connect: Connector, shared: Shared) -> None:
         self.ids = ids
         self.connect = connect
         self.shared = shared
@@ -63,13 +67,50 @@ class Slots:
                 self._start(i)
         self.shared.metrics.live_slots.set(self.live())
 
+    def clients(self) -> list[redis.Redis]:
+        return [s.conn for s in self._slots if s is not None and s.conn is not None]
+
     def reading(self) -> list[str]:
         """Ids of the slots in a blocking read, which may still receive a job."""
         return [s.wid for s in self._slots if s is not None and s.taking]
 
+    def give_back(self, queue: Queue) -> bool:
+        """Give the slots' jobs back and unregister; True when nothing is left
+        in flight. Redis errors are retried for GIVE_BACK_S after a clean
+        stop, not after a hard stop, and not past another signal: what is
+        left waits for the leases to lapse, and another worker recovers it."""
+        start = time.monotonic()
+        settle = start + self.shared.config.block_timeout + 0.5
+        give_up = start + (0 if self.shared.hard_stop.is_set() else GIVE_BACK_S)
+        backoff = Backoff()
+        while True:
+            try:
+                # A slot still in its blocking read could take a job given back
+                # here, so the flags are read first, the reads are ended, and
+                # the round repeats until one began with no slot reading.
+                reading = self.reading()
+                if reading and self.named:
+                    queue.unblock(reading)
+                for wid in self.ids:
+                    for raw in queue.give_back(wid):
+                        say("MAIN", f"Put job {payload_job_id(raw)} held by {wid} back at the head of {keys.JOBS}")
+                if reading and time.monotonic() < settle:
+                    time.sleep(0.01 if self.named else 0.05)
+                    continue
+                queue.unregister(self.ids)
+                return not any(queue.held(wid) for wid in self.ids)
+            except redis.RedisError as e:
+                self.shared.metrics.redis_errors.inc()
+                delay = backoff.next()
+                if time.monotonic() + delay > give_up or self.shared.hard_stop.wait(delay):
+                    say("MAIN", f"Redis error while stopping ({e}); giving up")
+                    return False
+                if backoff.delay <= 0.1:
+                    say("MAIN", f"Redis error while stopping ({e}); trying again for up to {GIVE_BACK_S:g}s")
+
 
 class Worker:
-    def __init__(self, connect: Callable[..., redis.Redis], config: Config) -> None:
+    def __init__(self, connect: Connector, config: Config) -> None:
         self.connect = connect
         self.config = config
         token = secrets.token_hex(3)
@@ -92,6 +133,7 @@ class Worker:
             stopping=self.stopping,
             hard_stop=self.hard_stop,
             after_job=self._check_backend,
+            acks=connect.acks,
         )
         self.slots = Slots(self.ids, connect, self.shared)
         self.health: HealthServer | None = None
@@ -128,7 +170,7 @@ class Worker:
         self._check_backend()
         say("MAIN", f"Memory budget for jobs: {self.budget.total / (1 << 20):.0f} MB")
         self.metrics.memory_budget.set(self.budget.total)
-        queue = Queue(self.connect(), cfg.done_cap, cfg.failed_cap)
+        queue = Queue(self.connect(), cfg.done_cap, cfg.failed_cap, self.connect.acks)
         problem = configuration_problem(queue.conn)
         if problem:
             say("MAIN", f"Configuration error: {problem}")
@@ -184,6 +226,7 @@ class Worker:
                     queue.beat(self.ids, ttl_ms)
                     next_beat = now + cfg.heartbeat_ttl / 3
                 if now >= next_sweep:
+                    follow_primary([queue.conn, *self.slots.clients()])
                     queue.promote_due()
                     scan = now >= next_scan
                     self.metrics.recovered.inc(
@@ -222,37 +265,11 @@ class Worker:
         return self.registered and not self.stopping.is_set() and self.live_slots() == self.config.workers
 
     def _exit(self, queue: Queue) -> int:
-        """Put back what the slots hold (all of it on a hard stop; after a clean
-        stop only what a lost reply left), then leave the registry."""
+        """Put back what the slots hold (all of it on a hard stop; after a clean stop
+        only what a lost reply left); a worker that never registered holds nothing."""
         if self.hard_stop.is_set():
             self.writer.close()  # from here on no output lands and no temporary file stays
-        left = False
-        backoff = Backoff()
-        settle = time.monotonic() + self.config.block_timeout + 0.5
-        errors = 0
-        while errors < 50:
-            try:
-                # A slot still in its blocking read could take a job given back
-                # here, so the flags are read first, the reads are ended, and
-                # the round repeats until one began with no slot reading.
-                reading = self.slots.reading()
-                if reading and self.slots.named:
-                    queue.unblock(reading)
-                for wid in self.ids:
-                    for raw in queue.give_back(wid):
-                        say("MAIN", f"Put job {payload_job_id(raw)} held by {wid} back at the head of {keys.JOBS}")
-                if reading and time.monotonic() < settle:
-                    time.sleep(0.01 if self.slots.named else 0.05)
-                    continue
-                queue.unregister(self.ids)
-                left = any(queue.held(wid) for wid in self.ids)
-                break
-            except redis.RedisError as e:
-                # The leases expire on their own; any live worker then recovers the jobs.
-                say("MAIN", f"Redis error while stopping ({e})")
-                left = True
-                errors += 1
-                time.sleep(backoff.next())
+        left = self.registered and not self.slots.give_back(queue)
         if self.health:
             self.health.close()
         if not self.hard_stop.is_set():
