@@ -39,6 +39,7 @@ class ServeProcess:
             text=True,
             cwd=cwd,
             env=env if env is not None else env_without_redis(),
+            start_new_session=True,  # its own process group, as a terminal gives it
         )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)

@@ -16,8 +16,10 @@ handlers share from ``app.state.serve`` (state.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -79,8 +81,18 @@ async def config(request: Request) -> Response:
     )
 
 
-async def healthz(_request: Request) -> Response:
-    return JSONResponse({"ok": True})
+async def healthz(request: Request) -> Response:
+    """200 when uploads are stored and queued; 503 while Redis does not answer
+    (uploads are then stored, not queued)."""
+    state = served(request)
+    body: dict[str, Any] = {"ok": True, "redis": True}
+    try:
+        await asyncio.wait_for(state.aconn.ping(), 2.0)
+    except (redis.RedisError, OSError, asyncio.TimeoutError) as e:
+        body = {"ok": False, "redis": False, "error": f"Redis is not reachable: {e or 'no answer in 2 s'}"}
+    if state.settings.embedded is not None:
+        body["embedded"] = state.settings.embedded()
+    return JSONResponse(body, status_code=200 if body["ok"] else 503)
 
 
 @asynccontextmanager

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,6 +79,12 @@ def make_server(app: Starlette, header_timeout: float, access_log: bool, max_str
             limit_concurrency=max_streams + 100,
         )
     )
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The HTTP port, taken before Redis: a port in use fails before anything is started."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
 
 
 def stop_on_signals(server: Server, settings: Settings, worker: Worker | None, shutdown_timeout: float) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ class Settings:
     max_event_streams: int = 100
     stats_interval: float = 1.0
     closing: threading.Event = field(default_factory=threading.Event)  # set on shutdown: streams end
+    embedded: Callable[[], dict[str, Any]] | None = None  # the embedded Redis's state, for /healthz
 
 
 class StatsCache:
