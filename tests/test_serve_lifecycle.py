@@ -1,6 +1,6 @@
 """`gpu-image-worker serve` stopping and staying up: signals to its whole
 process group, its embedded Redis killed, the port that Redis takes, a data
-directory it cannot write."""
+directory it cannot write, and a start that opens it to the network."""
 
 from __future__ import annotations
 
@@ -186,3 +186,18 @@ def test_a_data_directory_it_cannot_write_is_a_clear_error(tmp_path, where):
         assert run.returncode == 2, run.stdout + run.stderr
         assert "Traceback" not in run.stderr + run.stdout, run.stderr
         assert f"cannot write to {data}" in run.stderr, run.stderr
+
+
+def test_open_to_the_network_without_a_token_warns_loudly(redis_server, tmp_path):
+    args = ["-redis", redis_server.url, "-workers", "0", "--data-dir", str(tmp_path), "--host", "0.0.0.0"]
+    with ServeProcess(args) as serve:
+        warnings = [line for line in serve.output().splitlines() if "WARNING" in line]
+        assert len(warnings) >= 3 and "WITHOUT A TOKEN" in warnings[0], serve.output()
+        port = serve.url.rsplit(":", 1)[1]
+        # Reached by address it answers; by a name that is not its own, not.
+        assert httpx.get(f"http://127.0.0.1:{port}/config").status_code == 200
+        rebound = httpx.get(f"http://127.0.0.1:{port}/stats", headers={"Host": f"attacker.example:{port}"})
+        assert rebound.status_code == 421
+    env = env_without_redis() | {"FASTIMG_SERVE_TOKEN": "s3cret"}
+    with ServeProcess(args, env=env) as quiet:
+        assert "WARNING" not in quiet.output()

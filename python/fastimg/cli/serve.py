@@ -16,7 +16,7 @@ from pathlib import Path
 from ..queue.connect import answers, connector, describe, redis_url
 from ..serve.app import create_app
 from ..serve.embedded import EmbeddedRedis, EmbeddedRedisError
-from ..serve.server import listen, make_server, stop_on_signals
+from ..serve.server import announce, listen, make_server, stop_on_signals
 from ..serve.state import Settings
 from ..serve.supervisor import Supervisor, supervise
 from ..worker.config import Config
@@ -73,6 +73,14 @@ def _add_place_options(p: argparse.ArgumentParser) -> None:
         "--host",
         default="127.0.0.1",
         help="address of the upload server (default 127.0.0.1; 0.0.0.0 opens it to the network)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests naming this host (repeatable; '*': any). Without it: IP addresses, "
+        "localhost, the --host name, and this machine's names when --host is 0.0.0.0 or ::",
     )
     p.add_argument(
         "--port", type=non_negative_int, default=8000, help="port of the upload server (default 8000; 0: any)"
@@ -168,15 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_timeout=args.read_timeout,
             body_timeout=args.upload_timeout,
             cors_origins=tuple(args.cors_origin),
+            host=args.host,
+            allowed_hosts=tuple(args.allowed_host),
             embedded=embedded.status if embedded is not None else None,
         )
         server = make_server(create_app(settings), args.header_timeout, args.access_log, settings.max_event_streams)
         worker, worker_thread = _start_worker(args, url, uploads)
         stop_on_signals(server, settings, worker, args.shutdown_timeout)
-        host, port = listener.getsockname()[:2]
-        shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
-        log.info(f"[SERVE] Uploads in {uploads}")
-        log.info(f"[SERVE] Open http://{shown}:{port}/ in a browser" + (" (bearer token required)" if token else ""))
+        announce(listener, uploads, token, TOKEN_ENV)
         server.run(sockets=[listener])
     finally:
         if worker is not None and worker_thread is not None:

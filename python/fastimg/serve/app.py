@@ -41,6 +41,7 @@ from .access import authorise
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .events import events
 from .files import STATIC, index, processed_file
+from .guard import Guard, allowed_hosts
 from .limits import BodyLimits
 from .state import ServeState, Settings, StatsCache, served
 from .uploads import upload
@@ -128,16 +129,17 @@ def create_app(settings: Settings) -> Starlette:
     state = ServeState(settings)
     state.root.mkdir(parents=True, exist_ok=True)
     middleware = [
+        Middleware(Guard, hosts=allowed_hosts(settings.host, settings.allowed_hosts), origins=settings.cors_origins),
         Middleware(
             BodyLimits,
             max_bytes=settings.max_body_bytes,
             read_timeout=settings.read_timeout,
             body_timeout=settings.body_timeout,
-        )
+        ),
     ]
     if settings.cors_origins:
         middleware.insert(
-            0,
+            1,
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),

@@ -30,9 +30,7 @@ async def processed_file(request: Request) -> Response:
     # Symlinks resolved: nothing outside the uploads root is ever served.
     if os.path.commonpath([real, str(root)]) != str(root) or not os.path.isfile(real):
         raise ApiError(404, "not-found", "no such output (yet)")
-    return FileResponse(
-        real, media_type="image/webp", headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
-    )
+    return FileResponse(real, media_type="image/webp", headers={"Cache-Control": "no-cache"})
 
 
 async def index(_request: Request) -> Response:

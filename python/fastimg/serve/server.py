@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -20,6 +22,7 @@ from ..worker.worker import Worker
 from .state import Settings
 
 say = logging.getLogger("fastimg.worker").info  # the worker's logger: [MAIN] lines look the same
+warn = logging.getLogger("fastimg.worker").warning
 
 
 class HeaderDeadline(H11Protocol):
@@ -79,6 +82,23 @@ def make_server(app: Starlette, header_timeout: float, access_log: bool, max_str
             limit_concurrency=max_streams + 100,
         )
     )
+
+
+def announce(listener: socket.socket, uploads: Path, token: str | None, token_env: str) -> None:
+    """Where to look, and a warning that cannot be missed when anyone on the network may upload."""
+    host, port = listener.getsockname()[:2]
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    say(f"[SERVE] Uploads in {uploads}")
+    say(f"[SERVE] Open http://{shown}:{port}/ in a browser" + (" (bearer token required)" if token else ""))
+    if token or ipaddress.ip_address(host).is_loopback:
+        return
+    where = "every address of this machine" if host in ("0.0.0.0", "::") else host
+    for line in (
+        f"listening on {where} (port {port}) WITHOUT A TOKEN:",
+        "anyone who can reach this machine can upload images and see every user's uploads, events and outputs.",
+        f"Set {token_env} (or --token), or listen on 127.0.0.1 behind a reverse proxy that authenticates.",
+    ):
+        warn(f"[SERVE] WARNING: {line}")
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -1,13 +1,16 @@
 // The page of `gpu-image-worker serve`: uploads each file on its own request,
 // then follows its job through the server's event stream (/events). Plain
 // browser APIs only, so it works offline and needs no build step.
+// Everything the server or the queue sends is shown as text (textContent,
+// element properties), never parsed as HTML: an event published on the queue
+// by anyone cannot put markup or script into the page.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const cards = new Map();    // jobId -> card
 const early = new Map();    // jobId -> newest event that came before its upload's answer
 const STATS = ["jobs", "inFlight", "retry", "done", "failed", "liveWorkers"];
-let config = { auth: false, maxFiles: 20, maxUploadBytes: 0, imageTypes: [] };
+let config = { auth: false, maxFiles: 20, maxUploadBytes: 0, imageTypes: [], operations: [] };
 let source = null;
 
 const token = () => $("token").value.trim();
@@ -104,21 +107,29 @@ function apply(card, ev) {
   }
 }
 
+function bold(text) {
+  const b = document.createElement("b");
+  b.textContent = text;
+  return b;
+}
+
 function showOutputs(card, outputs) {
   const box = card.el.querySelector(".images");
   box.querySelectorAll("figure.output").forEach((f) => f.remove());
   for (const o of outputs) {
+    const op = String(o.operation);
+    if (!config.operations.includes(op) || !card.outputs[op]) continue;
     const fig = document.createElement("figure");
     fig.className = "output";
     const img = document.createElement("img");
     img.className = "output";
-    img.dataset.op = o.operation;
-    img.dataset.width = o.width;
-    img.dataset.height = o.height;
-    img.alt = o.operation;
-    img.src = withToken(card.outputs[o.operation] || "") + (token() ? "&" : "?") + "v=" + card.at;
+    img.dataset.op = op;
+    img.dataset.width = String(o.width);
+    img.dataset.height = String(o.height);
+    img.alt = op;
+    img.src = withToken(card.outputs[op]) + (token() ? "&" : "?") + "v=" + card.at;
     const cap = document.createElement("figcaption");
-    cap.innerHTML = `${o.operation} <b>${o.width}×${o.height}</b> · ${fmtBytes(o.bytes)}`;
+    cap.append(`${op} `, bold(`${o.width}×${o.height}`), ` · ${fmtBytes(Number(o.bytes))}`);
     fig.append(img, cap);
     box.append(fig);
   }
@@ -144,7 +155,7 @@ function newCard(file) {
   const cap = el.querySelector("figure.original figcaption");
   cap.textContent = `original · ${fmtBytes(file.size)}`;
   img.addEventListener("load", () => {
-    cap.innerHTML = `original <b>${img.naturalWidth}×${img.naturalHeight}</b> · ${fmtBytes(file.size)}`;
+    cap.replaceChildren("original ", bold(`${img.naturalWidth}×${img.naturalHeight}`), ` · ${fmtBytes(file.size)}`);
   });
   img.addEventListener("error", () => img.remove());   // e.g. TIFF: the browser cannot show it
   img.src = URL.createObjectURL(file);
