@@ -124,6 +124,16 @@ def _add_limit_options(p: argparse.ArgumentParser) -> None:
         help="largest request body (default 64 MiB)",
     )
     p.add_argument("--max-files", type=positive_int, default=20, metavar="N", help="most files per upload (default 20)")
+    p.add_argument(
+        "--max-connections", type=positive_int, default=1000, metavar="N", help="most open connections (default 1000)"
+    )
+    p.add_argument(
+        "--max-client-connections",
+        type=positive_int,
+        default=64,
+        metavar="N",
+        help="most open connections from one client address (default 64)",
+    )
     for flag, default, what in (
         ("--read-timeout", 20.0, "a request body that stalls this long gets 408"),
         ("--upload-timeout", 300.0, "a request body must arrive within this time"),
@@ -180,7 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             allowed_hosts=tuple(args.allowed_host),
             embedded=embedded.status if embedded is not None else None,
         )
-        server = make_server(create_app(settings), args.header_timeout, args.access_log, settings.max_event_streams)
+        server = make_server(
+            create_app(settings),
+            args.header_timeout,
+            args.access_log,
+            max_connections=args.max_connections,
+            per_client=args.max_client_connections,
+        )
         worker, worker_thread = _start_worker(args, url, uploads)
         stop_on_signals(server, settings, worker, args.shutdown_timeout)
         announce(listener, uploads, token, TOKEN_ENV)
