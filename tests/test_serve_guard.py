@@ -1,14 +1,18 @@
 """Attacks on the upload server's HTTP API, in this process against the
-suite's redis-server: requests naming another host (DNS rebinding) and
-writes from other sites' pages; and what /healthz says."""
+suite's redis-server: requests naming another host (DNS rebinding), writes
+from other sites' pages, hostile file names, and a Redis or a disk that
+refuses to write."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
+import time
 
 import pytest
 from conftest import DATA
-from redis_server import free_port
+from redis_server import RedisServer, free_port
 from test_serve_api import assert_json_error, make_client_fixture, photo, stored_files  # noqa: F401
 
 PHOTO = DATA / "rocket.jpg"
@@ -85,6 +89,78 @@ def test_every_answer_keeps_the_page_to_its_own_scripts(make_client):
         assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
         assert "frame-ancestors 'none'" in csp and res.headers["x-content-type-options"] == "nosniff"
         assert res.headers["referrer-policy"] == "no-referrer"
+
+
+# -- names, Redis and disk that refuse -------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["photo.", "..", ".", "a..", "photo.jpg.", " .jpg"])
+def test_the_job_id_answered_is_the_one_queued(make_client, r, name):
+    client = make_client()
+    res = client.post("/upload", data={"userId": "u1"}, files=[photo(name)])
+    assert res.status_code == 201, res.text
+    (info,) = res.json()["files"]
+    (queued,) = [json.loads(x) for x in r.lrange("image:jobs", 0, -1)]
+    assert info["jobId"] == queued["jobId"], (name, info, queued)
+    assert client.get(f"/jobs/{info['jobId']}").json()["state"] == "queued"
+    assert info["outputs"]["blur"].endswith(f"/{info['jobId']}_blur.webp".replace(" ", "%20"))
+
+
+def test_a_300_character_name_is_stored_under_a_shorter_one(make_client, r, tmp_path):
+    client = make_client()
+    name = "n" * 296 + ".jpg"
+    res = client.post("/upload", data={"userId": "u1"}, files=[photo(name)])
+    assert res.status_code == 201, res.text
+    (info,) = res.json()["files"]
+    assert info["storedAs"].endswith(".jpg") and len(info["storedAs"]) <= 160
+    assert info["name"] == name and len(info["jobId"].encode()) <= 200
+    assert client.get(f"/jobs/{info['jobId']}").json()["state"] == "queued"
+
+
+def _refusing(refusal: str) -> RedisServer:
+    """A Redis that refuses writes: MISCONF once a snapshot failed (its
+    directory gone, as when the disk is full), or OOM (no memory left)."""
+    if refusal == "memory":
+        return RedisServer(["--maxmemory", "1", "--maxmemory-policy", "noeviction"])
+    server = RedisServer(["--save", "3600 1", "--stop-writes-on-bgsave-error", "yes"])
+    conn = server.client()
+    shutil.rmtree(server.dir)
+    conn.bgsave()
+    deadline = time.monotonic() + 10
+    while conn.info("persistence")["rdb_last_bgsave_status"] != "err":
+        assert time.monotonic() < deadline, "the snapshot did not fail"
+        time.sleep(0.05)
+    return server
+
+
+@pytest.mark.parametrize(
+    "refusal, code, said",
+    [("disk", "redis-cannot-write", "cannot write to its disk"), ("memory", "redis-out-of-memory", "out of memory")],
+)
+def test_a_redis_refusing_writes_is_reported_as_such(make_client, tmp_path, refusal, code, said):
+    server = _refusing(refusal)
+    try:
+        client = make_client(redis_url=server.url)
+        # A name with the other refusal's word: the server's words decide, not the command's.
+        res = client.post("/upload", data={"userId": "u1"}, files=[photo("OOM MISCONF.jpg")])
+        assert res.status_code == 201, res.text
+        body = res.json()
+        assert body["queued"] is False and body["queueError"] == code, body
+        assert said in body["warning"] and "not reachable" not in body["warning"]
+        assert len(stored_files(tmp_path)) == 1
+    finally:
+        server.proc.kill()  # it would not stop on SIGTERM without its snapshot
+        server.close()
+
+
+def test_an_unwritable_uploads_directory_is_a_clear_error(make_client, tmp_path, caplog):
+    client = make_client()
+    (tmp_path / "uploads" / "u1").write_bytes(b"")  # where the user's directory would be
+    with caplog.at_level("ERROR", logger="fastimg.serve"):
+        res = client.post("/upload", data={"userId": "u1"}, files=[photo()])
+    body = assert_json_error(res, 500, "storage-error")
+    assert "could not be stored" in body["message"] and "nothing was stored" in body["message"]
+    assert "Traceback" not in caplog.text and "Cannot store an upload" in caplog.text
 
 
 def test_healthz_tells_whether_redis_answers(make_client):

@@ -102,7 +102,7 @@ def test_a_killed_embedded_redis_is_restarted_and_healthz_tells_the_truth(tmp_pa
             assert body["ok"] is False and body["redis"] is False and body["embedded"]["running"] is False
             assert body["embedded"]["lastExit"] == "was killed by SIGKILL"
             refused = upload(serve.url, PHOTO).json()
-            assert refused["queued"] is False
+            assert refused["queued"] is False and refused["queueError"] == "redis-unavailable"
         finally:
             holder.close()
         wait_for(lambda: httpx.get(serve.url + "/healthz").status_code == 200, timeout=60, what="healthz 200 again")

@@ -33,6 +33,10 @@ __all__ = ["IMAGE_TYPES", "Producer", "build_job", "detect_image_type", "store_u
 log = logging.getLogger("fastimg.producer")
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]")
+# Characters of the client's file name kept (its extension first): with the
+# uuid, the stored name, the job id and its outputs' names stay well inside
+# the 255 bytes of a file name and the 200 of a job id.
+_MAX_NAME = 120
 
 
 def store_upload(
@@ -48,6 +52,9 @@ def store_upload(
     if not user_id or _UNSAFE_NAME.search(user_id) or user_id in (".", ".."):
         raise ValueError(f"user_id {user_id!r} is not a safe directory name")
     base = _UNSAFE_NAME.sub("_", os.path.basename(filename)).strip() or "upload"
+    if len(base) > _MAX_NAME:
+        stem, ext = os.path.splitext(base)
+        base = stem[: _MAX_NAME - len(ext[:16])] + ext[:16]
     directory = Path(uploads_root).resolve() / user_id
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{uuid.uuid4()}-{base}"
@@ -119,12 +126,20 @@ class Producer:
         if params:
             job["params"] = params
         try:
-            pipe = self.conn.pipeline(transaction=True)
-            status.stage(pipe, str(job["jobId"]), "queued", operations=list(operations))
-            pipe.rpush(keys.JOBS, dumps(job))
-            pipe.execute()
+            self.push(job)
         except redis.RedisError as e:
             log.warning("Redis not available - skipping image processing job for %s: %s", path, e)
             return None
         log.info("Image processing job sent to queue: %s (%s, user %s)", job["jobId"], kind, user_id)
         return job
+
+    def push(self, job: dict[str, object]) -> None:
+        """Queue ``job`` (as build_job makes it) with its status set to queued,
+        in one transaction. Raises redis.RedisError, which says why (a server
+        that is down, or one that refuses writes, as MISCONF for a full disk)."""
+        operations = job["operations"]
+        assert isinstance(operations, list)
+        pipe = self.conn.pipeline(transaction=True)
+        status.stage(pipe, str(job["jobId"]), "queued", operations=operations)
+        pipe.rpush(keys.JOBS, dumps(job))
+        pipe.execute()
