@@ -1,14 +1,16 @@
 """What the page tests of `gpu-image-worker serve` share: Debian's chromium
 driven by Playwright (the system binary, nothing downloaded), a serve process
-with its embedded Redis, and evidence on failure.
+with its embedded Redis, evidence on failure, and axe-core from npm.
 
-In CI (CI=true) a missing chromium or playwright fails the tests; elsewhere
-they skip with the reason. .ci/run installs chromium."""
+In CI (CI=true) a missing chromium, playwright or npm fails the tests;
+elsewhere they skip with the reason. .ci/run installs chromium and axe-core."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,8 @@ FLAGS = [
 ]
 ROOT = Path(__file__).resolve().parent.parent
 ARTEFACTS = Path(os.environ.get("FASTIMG_ARTEFACTS") or ROOT / "build" / "test-artefacts")
+AXE_DIR = Path(__file__).resolve().parent / "browser"
+AXE = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
 
 
 def unavailable(reason: str) -> None:
@@ -118,3 +122,29 @@ def photo_done(page, url: str, user: str, photo: Path) -> str:
     page.set_input_files("#files", [str(photo)])
     wait_done(page, photo.name)
     return card_of(page, photo.name).get_attribute("data-job-id")
+
+
+def axe_source() -> str:
+    """axe-core's script (tests/browser/package.json), installed with npm ci when missing."""
+    if not AXE.exists():
+        if shutil.which("npm") is None:
+            unavailable("npm is needed for axe-core (apt-get install npm)")
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AXE_DIR, check=True, timeout=300
+        )
+    return AXE.read_text()
+
+
+def serious_violations(page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now. It
+    is evaluated through the DevTools protocol, which the page's
+    Content-Security-Policy does not govern (an injected <script> would be
+    refused, as it should)."""
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(axe_source())
+    found = page.evaluate(
+        """async () => (await axe.run(document, {resultTypes: ['violations']})).violations
+            .filter(v => v.impact === 'serious' || v.impact === 'critical')
+            .map(v => `${v.impact} ${v.id}: ${v.help} at ${v.nodes.map(n => n.target.join(' ')).join(', ')}`)"""
+    )
+    return list(found)

@@ -40,9 +40,10 @@ from fastimg.queue import status
 from .access import authorise
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .events import events
-from .files import STATIC, index, processed_file
+from .files import STATIC, favicon, index, processed_file
 from .guard import Guard, allowed_hosts
 from .limits import BodyLimits
+from .listing import uploads
 from .state import ServeState, Settings, StatsCache, served
 from .uploads import upload
 
@@ -114,7 +115,9 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 
 ROUTES = [
     Route("/", index),
+    Route("/favicon.ico", favicon),
     Route("/upload", upload, methods=["POST"]),
+    Route("/uploads", uploads),
     Route("/jobs/{job_id}", job),
     Route("/events", events),
     Route("/stats", stats),

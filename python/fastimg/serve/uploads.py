@@ -7,7 +7,6 @@ import errno
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import redis
 from starlette.concurrency import run_in_threadpool
@@ -20,13 +19,10 @@ from fastimg.producer import IMAGE_TYPES, build_job, detect_image_type, store_up
 
 from .access import USER_HEADER, authorise, checked_user
 from .errors import ApiError
+from .files import archive_url, file_url
 from .state import served
 
 log = logging.getLogger("fastimg.serve")
-
-
-def file_url(user: str, name: str) -> str:
-    return f"/files/{quote(user, safe='')}/processed/{quote(name, safe='')}"
 
 
 async def upload(request: Request) -> Response:
@@ -69,6 +65,7 @@ async def upload(request: Request) -> Response:
                 "bytes": size,
                 "queued": problem is None,
                 "outputs": {op: file_url(user, f"{job_id}_{op}.webp") for op in OPERATIONS},
+                "archive": archive_url(user, job_id),
             }
         )
     body: dict[str, Any] = {"userId": user, "files": results, "queued": problem is None}
