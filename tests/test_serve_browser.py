@@ -205,8 +205,13 @@ def test_on_a_phone_the_results_are_above_the_fold_and_screenshots(browser, serv
                 first_output = card_of(page, PHOTO.name).locator("img.output").first.bounding_box()
                 fold = options["viewport"]["height"]
                 assert box["y"] < fold / 2 and first_output["y"] + first_output["height"] < fold, (box, first_output)
+                time.sleep(1.1)  # the server's queue figures are at most a second old
                 done = httpx.get(serve.url + "/stats").json()["done"]
-                page.wait_for_function("(n) => +document.querySelector('#q-done').textContent >= n", arg=done)
+                page.wait_for_function(  # the queue panel caught up
+                    "(n) => +document.getElementById('q-done').textContent >= n"
+                    " && document.getElementById('q-inFlight').textContent === '0'",
+                    arg=done,
+                )
                 page.evaluate("document.activeElement.blur()")
                 page.screenshot(path=str(shots / f"serve-{name}.png"))
         finally:
