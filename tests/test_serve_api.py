@@ -22,14 +22,16 @@ from fastimg.serve.state import Settings
 PHOTO = DATA / "rocket.jpg"
 
 
-@pytest.fixture
-def make_client(redis_server, r, tmp_path):
+@pytest.fixture(name="make_client")
+def make_client_fixture(redis_server, r, tmp_path):
+    """The app over ``Settings(uploads_root=tmp_path / "uploads", **kw)``, its lifespan
+    (the Redis clients) running; requests name the host 127.0.0.1:8000."""
     made = []
 
     def make(**kw) -> TestClient:
         kw.setdefault("redis_url", redis_server.url)
         settings = Settings(uploads_root=tmp_path / "uploads", **kw)
-        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client = TestClient(create_app(settings), base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
         client.__enter__()  # runs the lifespan: Redis clients
         made.append(client)
         return client

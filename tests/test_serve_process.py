@@ -39,6 +39,7 @@ class ServeProcess:
             text=True,
             cwd=cwd,
             env=env if env is not None else env_without_redis(),
+            start_new_session=True,  # its own process group, as a terminal gives it
         )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -266,10 +267,10 @@ def test_slow_clients_are_cut_off(redis_server, tmp_path):
                     pass
                 return time.monotonic() - started, answer
 
-        took, answer = drip(b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\nX-Slow: " + b"a" * 40)
+        took, answer = drip(b"GET /healthz HTTP/1.1\r\n", b"Host: 127.0.0.1\r\nX-Slow: " + b"a" * 40)
         assert took < 6 and b"200" not in answer, (took, answer)
         head = (
-            b"POST /upload HTTP/1.1\r\nHost: x\r\nX-User-Id: u1\r\n"
+            b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nX-User-Id: u1\r\n"
             b"Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 100000\r\n\r\n"
         )
         took, answer = drip(head, b"--XX\r\n")

@@ -35,6 +35,10 @@ __all__ = ["IMAGE_TYPES", "Producer", "build_job", "detect_image_type", "store_u
 log = logging.getLogger("fastimg.producer")
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]")
+# Characters of the client's file name kept (its extension first): with the
+# uuid, the stored name, the job id and its outputs' names stay well inside
+# the 255 bytes of a file name and the 200 of a job id.
+_MAX_NAME = 120
 
 
 def store_upload(
@@ -50,6 +54,9 @@ def store_upload(
     if not user_id or _UNSAFE_NAME.search(user_id) or user_id in (".", ".."):
         raise ValueError(f"user_id {user_id!r} is not a safe directory name")
     base = _UNSAFE_NAME.sub("_", os.path.basename(filename)).strip() or "upload"
+    if len(base) > _MAX_NAME:
+        stem, ext = os.path.splitext(base)
+        base = stem[: _MAX_NAME - len(ext[:16])] + ext[:16]
     directory = Path(uploads_root).resolve() / user_id
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{uuid.uuid4()}-{base}"
@@ -129,7 +136,7 @@ class Producer:
         if params:
             job["params"] = params
         try:
-            self._push(job, operations)
+            self.push(job)
         except NotAcknowledged as e:
             log.warning("Image processing job %s queued but not confirmed (%s); it may be lost", job["jobId"], e)
             return None
@@ -139,17 +146,22 @@ class Producer:
         log.info("Image processing job sent to queue: %s (%s, user %s)", job["jobId"], kind, user_id)
         return job
 
-    def _push(self, job: dict[str, object], operations: Sequence[str]) -> None:
-        """The job's status and the job, in one transaction; with ``acks``,
-        WAIT for the replicas after it on the same connection (NotAcknowledged
-        when too few have it: the job may then be lost in a failover)."""
+    def push(self, job: dict[str, object]) -> None:
+        """Queue ``job`` (as build_job makes it) with its status set to queued,
+        in one transaction; with ``acks``, WAIT for the replicas after it on
+        the same connection. Raises redis.RedisError, which says why (a server
+        that is down, one that refuses writes, as MISCONF for a full disk, or
+        NotAcknowledged when too few replicas have it: the job may then be
+        lost in a failover)."""
+        operations = job["operations"]
+        assert isinstance(operations, list)
         if time.monotonic() >= self._next_follow:  # at most once a second, one caller at a time
             self._next_follow = time.monotonic() + 1.0
             follow_primary([self.conn])
         pipe = self.conn.pipeline(transaction=not self.acks.replicas)
         if self.acks.replicas:
             pipe.execute_command("MULTI")  # type: ignore[no-untyped-call]
-        status.stage(pipe, str(job["jobId"]), "queued", operations=list(operations))
+        status.stage(pipe, str(job["jobId"]), "queued", operations=operations)
         pipe.rpush(keys.JOBS, dumps(job))
         if self.acks.replicas:
             pipe.execute_command("EXEC")  # type: ignore[no-untyped-call]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +16,9 @@ from pathlib import Path
 from ..queue.connect import answers, connector, describe, redis_url
 from ..serve.app import create_app
 from ..serve.embedded import EmbeddedRedis, EmbeddedRedisError
-from ..serve.server import make_server, stop_on_signals
+from ..serve.server import announce, listen, make_server, stop_on_signals
 from ..serve.state import Settings
+from ..serve.supervisor import Supervisor, supervise
 from ..worker.config import Config
 from ..worker.worker import Worker
 from .options import non_negative_int, positive_float, positive_int
@@ -74,6 +75,14 @@ def _add_place_options(p: argparse.ArgumentParser) -> None:
         help="address of the upload server (default 127.0.0.1; 0.0.0.0 opens it to the network)",
     )
     p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests naming this host (repeatable; '*': any). Without it: IP addresses, "
+        "localhost, the --host name, and this machine's names when --host is 0.0.0.0 or ::",
+    )
+    p.add_argument(
         "--port", type=non_negative_int, default=8000, help="port of the upload server (default 8000; 0: any)"
     )
     p.add_argument(
@@ -116,39 +125,30 @@ def _add_limit_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-files", type=positive_int, default=20, metavar="N", help="most files per upload (default 20)")
     p.add_argument(
-        "--read-timeout",
-        type=positive_float,
-        default=20.0,
-        metavar="SECONDS",
-        help="a request body that stalls this long gets 408 (default 20)",
+        "--max-connections", type=positive_int, default=1000, metavar="N", help="most open connections (default 1000)"
     )
     p.add_argument(
-        "--upload-timeout",
-        type=positive_float,
-        default=300.0,
-        metavar="SECONDS",
-        help="a request body must arrive within this time (default 300)",
+        "--max-client-connections",
+        type=positive_int,
+        default=64,
+        metavar="N",
+        help="most open connections from one client address (default 64)",
     )
-    p.add_argument(
-        "--header-timeout",
-        type=positive_float,
-        default=10.0,
-        metavar="SECONDS",
-        help="a request line and headers must arrive within this time (default 10)",
-    )
+    for flag, default, what in (
+        ("--read-timeout", 20.0, "a request body that stalls this long gets 408"),
+        ("--upload-timeout", 300.0, "a request body must arrive within this time"),
+        ("--header-timeout", 10.0, "a request line and headers must arrive within this time"),
+        ("--shutdown-timeout", 10.0, "on Ctrl-C, how long the slots may finish jobs in hand"),
+    ):
+        p.add_argument(
+            flag, type=positive_float, default=default, metavar="SECONDS", help=f"{what} (default {default:g})"
+        )
     p.add_argument(
         "--cors-origin",
         action="append",
         default=[],
         metavar="ORIGIN",
         help="allow cross-origin requests from ORIGIN (repeatable; default: none)",
-    )
-    p.add_argument(
-        "--shutdown-timeout",
-        type=positive_float,
-        default=10.0,
-        metavar="SECONDS",
-        help="on Ctrl-C, how long the slots may finish jobs in hand (default 10)",
     )
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
@@ -157,15 +157,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    try:
-        url, configured = _redis_url(args)
-        listener = _listen(args.host, args.port)
-    except _Refused as e:
-        print(f"gpu-image-worker serve: error: {e}", file=sys.stderr)
-        return 2
     data_dir = Path(args.data_dir).resolve()
     uploads = Path(args.uploads).resolve() if args.uploads else data_dir / "uploads"
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    try:
+        url, configured = _redis_url(args)
+        _writable(uploads)
+        listener = listen(args.host, args.port)
+    except (_Refused, OSError) as e:
+        where = f"cannot listen on {args.host}:{args.port}: " if isinstance(e, OSError) else ""
+        print(f"gpu-image-worker serve: error: {where}{e}", file=sys.stderr)
+        return 2
     try:
         url, embedded = _choose_redis(args, url, configured, data_dir)
     except _Refused as e:
@@ -175,7 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker: Worker | None = None
     worker_thread: threading.Thread | None = None
     try:
-        uploads.mkdir(parents=True, exist_ok=True)
         settings = Settings(
             uploads_root=uploads,
             redis_url=url,
@@ -185,24 +186,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_timeout=args.read_timeout,
             body_timeout=args.upload_timeout,
             cors_origins=tuple(args.cors_origin),
+            host=args.host,
+            allowed_hosts=tuple(args.allowed_host),
+            embedded=embedded.status if embedded is not None else None,
         )
-        server = make_server(create_app(settings), args.header_timeout, args.access_log, settings.max_event_streams)
+        server = make_server(
+            create_app(settings),
+            args.header_timeout,
+            args.access_log,
+            max_connections=args.max_connections,
+            per_client=args.max_client_connections,
+        )
         worker, worker_thread = _start_worker(args, url, uploads)
         stop_on_signals(server, settings, worker, args.shutdown_timeout)
-        host, port = listener.getsockname()[:2]
-        shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
-        log.info(f"[SERVE] Uploads in {uploads}")
-        log.info(f"[SERVE] Open http://{shown}:{port}/ in a browser" + (" (bearer token required)" if token else ""))
+        announce(listener, uploads, token, TOKEN_ENV)
         server.run(sockets=[listener])
     finally:
         if worker is not None and worker_thread is not None:
             worker.stopping.set()
             worker_thread.join(args.shutdown_timeout + 15)
-        if embedded is not None:
+        if embedded is not None:  # after the slots: they record or give back their jobs first
             embedded.stop()
-            log.info(f"[REDIS] Embedded {embedded.name} stopped")
         listener.close()
     return 0
+
+
+def _writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise _Refused(f"cannot write to {directory}: {e.strerror}") from None
 
 
 class _Refused(Exception):
@@ -222,18 +237,9 @@ def _redis_url(args: argparse.Namespace) -> tuple[str, bool]:
     return url, configured
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """The HTTP port, taken before Redis: a port in use fails before anything is started."""
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return socket.create_server((host, port), family=family)
-    except OSError as e:
-        raise _Refused(f"cannot listen on {host}:{port}: {e}") from None
-
-
 def _choose_redis(
     args: argparse.Namespace, url: str, configured: bool, data_dir: Path
-) -> tuple[str, EmbeddedRedis | None]:
+) -> tuple[str, Supervisor | None]:
     """The configured Redis, else the one answering at the default address,
     else an embedded one started now (returned, to be stopped at the end)."""
     if configured:
@@ -243,14 +249,10 @@ def _choose_redis(
         log.info(f"[REDIS] Using the Redis answering at {describe(url)} (give -redis to choose another)")
         return url, None
     try:
-        embedded = EmbeddedRedis(data_dir / "redis", port=args.redis_port).start()
+        embedded = supervise(EmbeddedRedis(data_dir / "redis", port=args.redis_port), log.info)
     except EmbeddedRedisError as e:
         raise _Refused(f"no Redis on {describe(url)} and the embedded one did not start: {e}") from None
-    log.info(
-        f"[REDIS] Embedded {embedded.name} {embedded.version} on {embedded.address} "
-        f"(AOF in {embedded.data_dir}); other producers and workers: -redis {embedded.address}"
-    )
-    return embedded.url(args.db or 0), embedded
+    return embedded.server.url(args.db or 0), embedded
 
 
 def _start_worker(args: argparse.Namespace, url: str, uploads: Path) -> tuple[Worker | None, threading.Thread | None]:

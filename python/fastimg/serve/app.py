@@ -16,8 +16,10 @@ handlers share from ``app.state.serve`` (state.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis
 from starlette.applications import Starlette
@@ -39,8 +41,10 @@ from fastimg.queue.connect import async_client, client
 from .access import authorise
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .events import events
-from .files import STATIC, index, processed_file
+from .files import STATIC, favicon, index, processed_file
+from .guard import Guard, allowed_hosts
 from .limits import BodyLimits
+from .listing import uploads
 from .state import ServeState, Settings, StatsCache, served
 from .uploads import upload
 
@@ -80,8 +84,18 @@ async def config(request: Request) -> Response:
     )
 
 
-async def healthz(_request: Request) -> Response:
-    return JSONResponse({"ok": True})
+async def healthz(request: Request) -> Response:
+    """200 when uploads are stored and queued; 503 while Redis does not answer
+    (uploads are then stored, not queued)."""
+    state = served(request)
+    body: dict[str, Any] = {"ok": True, "redis": True}
+    try:
+        await asyncio.wait_for(state.aconn.ping(), 2.0)
+    except (redis.RedisError, OSError, asyncio.TimeoutError) as e:
+        body = {"ok": False, "redis": False, "error": f"Redis is not reachable: {e or 'no answer in 2 s'}"}
+    if state.settings.embedded is not None:
+        body["embedded"] = state.settings.embedded()
+    return JSONResponse(body, status_code=200 if body["ok"] else 503)
 
 
 @asynccontextmanager
@@ -102,7 +116,9 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 
 ROUTES = [
     Route("/", index),
+    Route("/favicon.ico", favicon),
     Route("/upload", upload, methods=["POST"]),
+    Route("/uploads", uploads),
     Route("/jobs/{job_id}", job),
     Route("/events", events),
     Route("/stats", stats),
@@ -117,16 +133,17 @@ def create_app(settings: Settings) -> Starlette:
     state = ServeState(settings)
     state.root.mkdir(parents=True, exist_ok=True)
     middleware = [
+        Middleware(Guard, hosts=allowed_hosts(settings.host, settings.allowed_hosts), origins=settings.cors_origins),
         Middleware(
             BodyLimits,
             max_bytes=settings.max_body_bytes,
             read_timeout=settings.read_timeout,
             body_timeout=settings.body_timeout,
-        )
+        ),
     ]
     if settings.cors_origins:
         middleware.insert(
-            0,
+            1,
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),

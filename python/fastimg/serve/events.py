@@ -15,6 +15,7 @@ from typing import Any
 import redis
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from fastimg.image.job import safe_job_id
 from fastimg.queue import keys
@@ -33,11 +34,28 @@ async def events(request: Request) -> Response:
     limit = state.settings.max_event_streams
     if state.open_streams >= limit:
         raise ApiError(503, "too-many-streams", f"{limit} event streams are open; try again later")
-    return StreamingResponse(
-        _stream(state, user),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return _EventStream(state, user)
+
+
+class _EventStream(StreamingResponse):
+    """Holds one of the ``max_event_streams`` places from the moment it is
+    granted: counted when the stream's generator first ran, streams asked for
+    at once all passed the check before any was counted."""
+
+    def __init__(self, state: ServeState, user: str | None) -> None:
+        super().__init__(
+            _stream(state, user),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.state = state
+        state.open_streams += 1
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.state.open_streams -= 1
 
 
 def _belongs(state: ServeState, job_id: str, user: str) -> bool:
@@ -78,7 +96,6 @@ async def _stream(state: ServeState, user: str | None) -> AsyncIterator[str]:
     lost = False  # the subscription broke: events may have been missed
     last_stats: dict[str, Any] | None = None
     last_sent = time.monotonic()
-    state.open_streams += 1
     try:
         yield "retry: 2000\n: fastimg events\n\n"
         while not settings.closing.is_set():
@@ -119,7 +136,6 @@ async def _stream(state: ServeState, user: str | None) -> AsyncIterator[str]:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"  # proxies drop silent connections
     finally:
-        state.open_streams -= 1
         await _close(pubsub)
 
 

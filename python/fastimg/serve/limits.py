@@ -11,6 +11,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import ApiError, error
 
 
+def size_text(n: int) -> str:
+    """Bytes as people read them: 512 bytes, 1.5 KiB, 64 MiB."""
+    if n < 1024:
+        return f"{n} bytes"
+    exponent = min(3, (n.bit_length() - 1) // 10)
+    return f"{n / 1024**exponent:.1f}".removesuffix(".0") + " " + ("KiB", "MiB", "GiB")[exponent - 1]
+
+
 class BodyLimits:
     """ASGI middleware: a request body larger than ``max_bytes`` gets 413 while it
     streams (nothing past the limit is read); a body that stalls for
@@ -32,7 +40,9 @@ class BodyLimits:
             response = error(
                 400 if bad else 413,
                 "bad-request" if bad else "too-large",
-                "invalid Content-Length" if bad else f"request body is {int(length)} bytes, limit {self.max_bytes}",
+                "invalid Content-Length"
+                if bad
+                else f"the upload is {size_text(int(length))}, over the limit of {size_text(self.max_bytes)}",
                 **({} if bad else {"limit": self.max_bytes}),
             )
             response.headers["Connection"] = "close"
@@ -60,7 +70,10 @@ class BodyLimits:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise ApiError(
-                        413, "too-large", f"request body over the limit of {self.max_bytes} bytes", limit=self.max_bytes
+                        413,
+                        "too-large",
+                        f"the upload is over the limit of {size_text(self.max_bytes)}",
+                        limit=self.max_bytes,
                     )
                 body_done = not message.get("more_body", False)
             return message

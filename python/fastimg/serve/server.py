@@ -1,15 +1,20 @@
-"""The HTTP server under the upload app: uvicorn, with a deadline on each
-request's line and headers, and without signal handlers of its own (the
-command stops the server and the worker together)."""
+"""The HTTP server under the upload app: uvicorn, with a bound on each client
+address's connections and a deadline on each request's line and headers,
+without signal handlers of its own (the command stops the server and the
+worker together); and what the command says when it starts."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import resource
 import signal
+import socket
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import uvicorn
 from starlette.applications import Starlette
@@ -19,18 +24,52 @@ from ..worker.worker import Worker
 from .state import Settings
 
 say = logging.getLogger("fastimg.worker").info  # the worker's logger: [MAIN] lines look the same
+warn = logging.getLogger("fastimg.worker").warning
 
 
-class HeaderDeadline(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, plus a deadline for a request's line and
-    headers: uvicorn resets its keep-alive timer on every byte, so a client
-    sending headers one byte at a time would hold the connection forever."""
+_REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s"
+)
+
+
+class Connection(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, bounded per client address and in time.
+
+    One address may hold ``per_client`` connections; the next ones are
+    answered 503 and closed at once, so one client cannot take the places
+    every other client needs (uvicorn's own bound is server-wide). And a
+    request's line and headers must arrive within ``header_timeout``: uvicorn
+    resets its keep-alive timer on every byte, so a client sending headers one
+    byte at a time would hold the connection forever."""
 
     header_timeout = 10.0
+    per_client = 64
+    # Per server (make_server gives each its own): connections per address,
+    # and the addresses refused since they last held none (logged once).
+    held: ClassVar[dict[str, int]] = {}
+    refused: ClassVar[set[str]] = set()
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        self._address: str | None = self.client[0] if self.client else None
+        if self._address is not None:
+            if self.held.get(self._address, 0) >= self.per_client:
+                self._refuse(transport, self._address)
+                self._address = None  # not counted
+                return
+            self.held[self._address] = self.held.get(self._address, 0) + 1
         self._arm()
+
+    def _refuse(self, transport: Any, address: str) -> None:
+        if address not in self.refused:
+            self.refused.add(address)
+            say(f"[SERVE] {address} holds {self.per_client} connections: refusing more from it")
+        body = b'{"error":"too-many-connections","message":"this address holds %d connections already"}' % (
+            self.per_client
+        )
+        transport.write(_REFUSED % (len(body), body))
+        transport.close()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -40,6 +79,12 @@ class HeaderDeadline(H11Protocol):
         deadline = getattr(self, "_deadline", None)
         if deadline is not None:
             deadline.cancel()
+        address = getattr(self, "_address", None)
+        if address is not None:
+            self.held[address] -= 1
+            if not self.held[address]:
+                del self.held[address]
+                self.refused.discard(address)
         super().connection_lost(exc)
 
     def _arm(self) -> None:
@@ -63,8 +108,19 @@ class Server(uvicorn.Server):
         yield
 
 
-def make_server(app: Starlette, header_timeout: float, access_log: bool, max_streams: int) -> Server:
-    protocol = type("HeaderDeadline", (HeaderDeadline,), {"header_timeout": header_timeout})
+def make_server(
+    app: Starlette,
+    header_timeout: float,
+    access_log: bool,
+    max_connections: int = 1000,
+    per_client: int = 64,
+) -> Server:
+    _enough_files(max_connections)
+    protocol = type(
+        "Connection",
+        (Connection,),
+        {"header_timeout": header_timeout, "per_client": per_client, "held": {}, "refused": set()},
+    )
     return Server(
         uvicorn.Config(
             app,
@@ -75,9 +131,42 @@ def make_server(app: Starlette, header_timeout: float, access_log: bool, max_str
             timeout_keep_alive=5,
             timeout_graceful_shutdown=5,
             h11_max_incomplete_event_size=16 * 1024,
-            limit_concurrency=max_streams + 100,
+            limit_concurrency=max_connections,
         )
     )
+
+
+def announce(listener: socket.socket, uploads: Path, token: str | None, token_env: str) -> None:
+    """Where to look, and a warning that cannot be missed when anyone on the network may upload."""
+    host, port = listener.getsockname()[:2]
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    say(f"[SERVE] Uploads in {uploads}")
+    say(f"[SERVE] Open http://{shown}:{port}/ in a browser" + (" (bearer token required)" if token else ""))
+    if token or ipaddress.ip_address(host).is_loopback:
+        return
+    where = "every address of this machine" if host in ("0.0.0.0", "::") else host
+    for line in (
+        f"listening on {where} (port {port}) WITHOUT A TOKEN:",
+        "anyone who can reach this machine can upload images and see every user's uploads, events and outputs.",
+        f"Set {token_env} (or --token), or listen on 127.0.0.1 behind a reverse proxy that authenticates.",
+    ):
+        warn(f"[SERVE] WARNING: {line}")
+
+
+def _enough_files(connections: int) -> None:
+    """A descriptor for every connection allowed, and some to spare, where the hard limit permits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The HTTP port, taken before Redis: a port in use fails before anything is started."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
 
 
 def stop_on_signals(server: Server, settings: Settings, worker: Worker | None, shutdown_timeout: float) -> None:

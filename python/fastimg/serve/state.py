@@ -7,7 +7,7 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,12 @@ class Settings:
     read_timeout: float = 20.0  # longest wait for the next piece of a request body
     body_timeout: float = 300.0  # longest time to receive a whole request body
     cors_origins: Sequence[str] = ()
+    host: str = "127.0.0.1"  # the address serve listens on: the Host names it answers follow (guard.py)
+    allowed_hosts: Sequence[str] = ()  # more Host names to answer ("*": any)
     max_event_streams: int = 100
     stats_interval: float = 1.0
     closing: threading.Event = field(default_factory=threading.Event)  # set on shutdown: streams end
+    embedded: Callable[[], dict[str, Any]] | None = None  # the embedded Redis's state, for /healthz
 
 
 class StatsCache:

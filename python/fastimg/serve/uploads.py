@@ -3,28 +3,26 @@ for each, as the seed's server does."""
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+import redis
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fastimg.image.spec import OPERATIONS
-from fastimg.producer import IMAGE_TYPES, detect_image_type, store_upload
+from fastimg.producer import IMAGE_TYPES, build_job, detect_image_type, store_upload
 
 from .access import USER_HEADER, authorise, checked_user
 from .errors import ApiError
+from .files import archive_url, file_url
 from .state import served
 
 log = logging.getLogger("fastimg.serve")
-
-
-def file_url(user: str, name: str) -> str:
-    return f"/files/{quote(user, safe='')}/processed/{quote(name, safe='')}"
 
 
 async def upload(request: Request) -> Response:
@@ -46,13 +44,18 @@ async def upload(request: Request) -> Response:
         kinds = await _images(form)
         stored = await run_in_threadpool(_store_all, kinds, state.root, user)
     results = []
-    queued_all = True
+    problem: tuple[str, str] | None = None
     for (f, kind), (path, size) in zip(kinds, stored, strict=True):
         log.info("[SERVE] Stored %s for user %s (%d bytes)", path.name, user, size)
-        job = await run_in_threadpool(state.producer.enqueue, path, user, state.root)
-        job_id = path.stem
+        job = build_job(path, user, state.root)
+        job_id = str(job["jobId"])  # the producer's rule, whatever the name ends with
+        try:
+            await run_in_threadpool(state.producer.push, job)
+            log.info("[SERVE] Queued job %s (%s)", job_id, kind)
+        except redis.RedisError as e:
+            problem = _queue_problem(e)
+            log.warning("[SERVE] %s not queued: %s", path.name, problem[1])
         state.owners.add(job_id, user)
-        queued_all &= job is not None
         results.append(
             {
                 "name": f.filename,
@@ -60,18 +63,30 @@ async def upload(request: Request) -> Response:
                 "jobId": job_id,
                 "type": kind,
                 "bytes": size,
-                "queued": job is not None,
+                "queued": problem is None,
                 "outputs": {op: file_url(user, f"{job_id}_{op}.webp") for op in OPERATIONS},
+                "archive": archive_url(user, job_id),
             }
         )
-        if job is None:
-            log.warning("[SERVE] %s not queued: Redis unavailable", path.name)
-    body: dict[str, Any] = {"userId": user, "files": results, "queued": queued_all}
-    if not queued_all:
-        body["warning"] = (
-            "stored, but Redis was not reachable: not queued (gpu-image-worker submit can queue them later)"
-        )
+    body: dict[str, Any] = {"userId": user, "files": results, "queued": problem is None}
+    if problem is not None:
+        body["queueError"], reason = problem
+        body["warning"] = f"stored, but not queued: {reason} (gpu-image-worker submit can queue them later)"
     return JSONResponse(body, status_code=201)
+
+
+def _queue_problem(e: redis.RedisError) -> tuple[str, str]:
+    """A code and a sentence for why Redis did not take a job."""
+    # The server's own words, after what the client says of the pipeline command
+    # (whose arguments, a job id among them, could contain anything).
+    said = str(e).rpartition("caused error: ")[2]
+    if said.startswith("MISCONF"):
+        return "redis-cannot-write", f"Redis refuses writes: it cannot write to its disk (full?): {said}"
+    if isinstance(e, redis.exceptions.OutOfMemoryError):
+        return "redis-out-of-memory", f"Redis is out of memory: {said}"
+    if isinstance(e, (redis.ConnectionError, redis.TimeoutError)):
+        return "redis-unavailable", f"Redis was not reachable: {said}"
+    return "redis-error", f"Redis refused the job: {said}"
 
 
 async def _images(form: FormData) -> list[tuple[UploadFile, str]]:
@@ -107,8 +122,17 @@ def _store_all(kinds: list[tuple[UploadFile, str]], root: Path, user: str) -> li
             f.file.seek(0)
             path = store_upload(f.file, root, user, f.filename or "upload")
             stored.append((path, path.stat().st_size))
-    except BaseException:
+    except BaseException as e:
         for path, _ in stored:
             path.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _storage_error(e, root) from None
         raise
     return stored
+
+
+def _storage_error(e: OSError, root: Path) -> ApiError:
+    log.error("[SERVE] Cannot store an upload in %s: %s", root, e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ApiError(507, "storage-full", f"the uploads directory is full ({e.strerror}); nothing was stored")
+    return ApiError(500, "storage-error", f"the upload could not be stored ({e.strerror}); nothing was stored")
