@@ -1,69 +1,19 @@
-// The CPU separable kernels: the engine of cpu_engine.h compiled once per
-// instruction set, each on vectors of one register of its target (16 floats
-// for x86-64-v4, 8 for x86-64-v3, 4 for the baseline), and the choice among
-// them. (One 16-float vector type for every target was 15-20x slower on
-// AVX2: GCC keeps vectors wider than the target's registers in memory.)
-//
-// pixel.h's formulas take the engines' vectors; GCC warns that passing them
-// changes with the target, which never applies: they are always inlined.
-#pragma GCC diagnostic ignored "-Wpsabi"
+// The CPU separable kernels: the choice among the engines (cpu_engine.h,
+// compiled once per instruction set by cpu_engine_*.cpp), the threads, and
+// the tiles they share out.
 #include <sched.h>
 
 #include <algorithm>
 #include <atomic>
-#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
-#include <stdexcept>
 #include <string>
 #include <thread>
-#include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "cpu_shared.h"
-
-#ifdef __SSE2__
-#include <immintrin.h>
-#endif
-
-// Each region compiles the engine for one target: `#pragma GCC target`
-// applies to every function defined inside, so the engine's templates,
-// lambdas and intrinsics all get that target's instructions, while the
-// standard library above stays baseline code shared by all.
-//
-// GCC 12's AVX-512 intrinsics pass an operand left undefined on purpose,
-// which -Wmaybe-uninitialized reports at every use in the engine.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#ifdef FI_X86_TARGETS
-#pragma GCC push_options
-#pragma GCC target("arch=x86-64-v4")
-#define FI_ENGINE v4
-#define FI_LANES 16
-#include "cpu_engine.h"
-#undef FI_ENGINE
-#undef FI_LANES
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("arch=x86-64-v3")
-#define FI_ENGINE v3
-#define FI_LANES 8
-#include "cpu_engine.h"
-#undef FI_ENGINE
-#undef FI_LANES
-#pragma GCC pop_options
-#endif
-
-#define FI_ENGINE baseline
-#define FI_LANES 4
-#include "cpu_engine.h"
-#undef FI_ENGINE
-#undef FI_LANES
-#pragma GCC diagnostic pop
 
 namespace fi {
 
@@ -72,11 +22,13 @@ const char* cpu_target() {
   // CPU that lowers its clock under AVX-512, and to test every engine on one
   // machine. Read once.
   static const char* target = [] {
-#ifdef FI_X86_TARGETS
     const char* cap = std::getenv("FASTIMG_CPU_TARGET");
     const std::string want = cap != nullptr ? cap : "";
+#ifdef FI_ENGINE_V4
     if (want != "baseline" && want != "x86-64-v3" && __builtin_cpu_supports("x86-64-v4"))
       return "x86-64-v4";
+#endif
+#ifdef FI_ENGINE_V3
     if (want != "baseline" && __builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
 #endif
     return "baseline";
@@ -159,13 +111,13 @@ std::vector<Tile> tiles(Dims in, const std::vector<Stage>& stages, int threads) 
 }  // namespace
 
 void cpu_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages) {
-#ifdef FI_X86_TARGETS
   static const std::string target = cpu_target();
-  auto engine = target == "x86-64-v4"   ? v4::separable
-                : target == "x86-64-v3" ? v3::separable
-                                        : baseline::separable;
-#else
   auto engine = baseline::separable;
+#ifdef FI_ENGINE_V4
+  if (target == "x86-64-v4") engine = v4::separable;
+#endif
+#ifdef FI_ENGINE_V3
+  if (target == "x86-64-v3") engine = v3::separable;
 #endif
   const int threads = cpu_threads();
   const std::vector<Tile> parts = tiles(in, stages, threads);

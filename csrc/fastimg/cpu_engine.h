@@ -1,10 +1,9 @@
 // The separable engine for one instruction set, on vectors of FI_LANES
-// floats. cpu.cpp includes this file once per target, each time inside a
-// `#pragma GCC target` region and with FI_ENGINE naming that target's
-// namespace, so that everything here (templates and lambdas included) is
-// compiled for it; hence no include guard. The headers it needs are included
-// by cpu.cpp before the regions, so that the standard library is compiled
-// once, for the baseline.
+// floats. Each cpu_engine_*.cpp includes this file after its `#pragma GCC
+// target`, with FI_ENGINE naming that target's namespace, so that everything
+// here (templates and lambdas included) is compiled for it. The headers it
+// needs come from cpu_engine_prelude.h, before the pragma, so that the
+// standard library stays baseline code.
 //
 // A stage (a horizontal and a vertical pass) runs over its input once, top to
 // bottom, in blocks of rows:

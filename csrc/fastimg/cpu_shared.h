@@ -9,9 +9,10 @@
 
 #include "cpu.h"
 
-// One build runs well everywhere: on x86-64 with GCC the kernels are
-// compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 and FMA) and the
-// baseline, and cpu_target() picks the best the CPU supports.
+// One build runs well everywhere: on x86-64 with GCC the engine is compiled
+// for x86-64-v4 (AVX-512) and x86-64-v3 (AVX2 and FMA) besides the baseline
+// (CMake's FASTIMG_CPU_TARGETS, which defines FI_ENGINE_V4 and FI_ENGINE_V3),
+// and cpu_target() picks the best the CPU supports.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define FI_X86_TARGETS 1
 #endif
@@ -47,5 +48,17 @@ int cpu_threads();
 // Calls fn(0) .. fn(units - 1), spread over up to `threads` threads (the
 // caller's one of them); the first exception is rethrown after all finish.
 void run_parallel(int units, int threads, const std::function<void(int)>& fn);
+
+// The engine (cpu_engine.h) for each instruction set: the stages of
+// cpu_separable over one tile.
+#define FI_DECLARE_ENGINE(name)                                                               \
+  namespace name {                                                                            \
+  void separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages, \
+                 const Tile& t, Sweeps& sweeps);                                              \
+  }
+FI_DECLARE_ENGINE(v4)
+FI_DECLARE_ENGINE(v3)
+FI_DECLARE_ENGINE(baseline)
+#undef FI_DECLARE_ENGINE
 
 }  // namespace fi
