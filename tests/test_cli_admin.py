@@ -135,7 +135,10 @@ def more_jobs_than(client, n: int):
 
 
 def test_requeue_failed_interrupted_or_killed_loses_nothing(r, redis_server):
-    made = dead_letters(r, 20_000)
+    # Enough records that the run is still going when the signal lands, even
+    # when the machine is busy (20,000 took 0.3 s, less than a loaded CI
+    # machine can keep this test from running).
+    made = dead_letters(r, 50_000)
     wanted = [as_job(m) for m in made if m["reason"] == "input-missing"]
     kept = [m for m in reversed(made) if m["reason"] == "corrupt-image"]
     for sig in (signal.SIGINT, signal.SIGKILL):
