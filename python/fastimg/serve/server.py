@@ -55,6 +55,10 @@ class Connection(H11Protocol):
         self._address: str | None = self.client[0] if self.client else None
         if self._address is not None:
             if self.held.get(self._address, 0) >= self.per_client:
+                # Nor counted by uvicorn's server-wide bound: a crowd of
+                # refused connections waiting to be closed on a busy loop
+                # would otherwise have other clients' requests answered 503.
+                self.connections.discard(self)
                 self._refuse(transport, self._address)
                 self._address = None  # not counted
                 return
