@@ -4,6 +4,13 @@
 // keeps never hold another target's instructions.
 #pragma once
 
+// pixel.h's formulas take the engines' vectors; GCC warns that passing them
+// changes with the target, which never applies: they are always inlined.
+#pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12's AVX-512 intrinsics pass an operand left undefined on purpose,
+// which -Wmaybe-uninitialized reports at every use in the engine.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include <algorithm>
 #include <climits>
 #include <cstdint>
@@ -17,10 +24,3 @@
 #ifdef __SSE2__
 #include <immintrin.h>
 #endif
-
-// pixel.h's formulas take the engines' vectors; GCC warns that passing them
-// changes with the target, which never applies: they are always inlined.
-#pragma GCC diagnostic ignored "-Wpsabi"
-// GCC 12's AVX-512 intrinsics pass an operand left undefined on purpose,
-// which -Wmaybe-uninitialized reports at every use in the engine.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
