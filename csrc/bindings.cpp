@@ -4,7 +4,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
 #include "fastimg/cpu.h"
+#include "fastimg/dlpack.h"
 #include "fastimg/errors.h"
 #include "fastimg/image.h"
 #include "fastimg/status.h"
@@ -90,6 +97,82 @@ fi::PlanPtr plan_of(const py::list& steps, int w, int h) {
   if (stages.empty()) throw py::value_error("no steps");
   return fi::make_plan(std::move(stages));
 }
+
+// An image's pixels lent out through DLPack: the tensor keeps them alive
+// until its consumer (or, unconsumed, the capsule) calls the deleter.
+struct Lent {
+  fi::dl::ManagedTensor tensor{};
+  std::shared_ptr<uint8_t> pixels;
+  int64_t shape[3] = {};
+};
+
+void drop_unconsumed(PyObject* capsule) {
+  if (PyCapsule_IsValid(capsule, "used_dltensor")) return;  // its consumer owns it now
+  auto* m = static_cast<fi::dl::ManagedTensor*>(PyCapsule_GetPointer(capsule, "dltensor"));
+  if (m == nullptr) return PyErr_WriteUnraisable(capsule);
+  m->deleter(m);
+}
+
+py::capsule lend(const Image& img, const std::vector<int64_t>& shape) {
+  if (shape.size() < 2 || shape.size() > 3) throw py::value_error("shape must have 2 or 3 sides");
+  auto lent = std::make_unique<Lent>();
+  lent->pixels = img.data();
+  std::copy(shape.begin(), shape.end(), lent->shape);
+  fi::dl::Tensor& t = lent->tensor.dl_tensor;
+  t.data = lent->pixels.get();
+  t.device = {img.backend() == Backend::CPU ? fi::dl::kCPU : fi::dl::kCUDA, 0};
+  t.ndim = static_cast<int32_t>(shape.size());
+  t.dtype = {fi::dl::kUInt, 8, 1};
+  t.shape = lent->shape;
+  lent->tensor.manager_ctx = lent.get();
+  lent->tensor.deleter = [](fi::dl::ManagedTensor* m) {
+    delete static_cast<Lent*>(m->manager_ctx);
+  };
+  PyObject* capsule = PyCapsule_New(&lent->tensor, "dltensor", drop_unconsumed);
+  if (capsule == nullptr) throw py::error_already_set();
+  lent.release();  // the capsule's now
+  return py::reinterpret_steal<py::capsule>(capsule);
+}
+
+// Another library's tensor taken from its "dltensor" capsule, described as
+// __cuda_array_interface__ describes an array; dropping this releases it.
+class Borrowed {
+ public:
+  explicit Borrowed(const py::capsule& capsule) {
+    m_ = static_cast<fi::dl::ManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
+    if (m_ == nullptr) throw py::error_already_set();
+    if (PyCapsule_SetName(capsule.ptr(), "used_dltensor") != 0) throw py::error_already_set();
+  }
+  Borrowed(const Borrowed&) = delete;
+  Borrowed& operator=(const Borrowed&) = delete;
+  ~Borrowed() {
+    if (m_->deleter != nullptr) m_->deleter(m_);
+  }
+
+  py::dict interface() const {
+    const fi::dl::Tensor& t = m_->dl_tensor;
+    const size_t item = t.dtype.bits / 8;
+    py::list shape, strides;
+    for (int i = 0; i < t.ndim; ++i) {
+      shape.append(t.shape[i]);
+      if (t.strides != nullptr) strides.append(t.strides[i] * static_cast<int64_t>(item));
+    }
+    const char kind = t.dtype.code == fi::dl::kInt                           ? 'i'
+                      : t.dtype.code == fi::dl::kUInt                        ? 'u'
+                      : t.dtype.code == fi::dl::kFloat && t.dtype.lanes == 1 ? 'f'
+                                                                             : 'V';
+    py::dict d;
+    d["data"] = py::make_tuple(reinterpret_cast<uintptr_t>(t.data) + t.byte_offset, false);
+    d["shape"] = py::tuple(shape);
+    d["strides"] = t.strides != nullptr ? py::object(py::tuple(strides)) : py::none();
+    d["typestr"] = std::string(item == 1 ? "|" : "<") + kind + std::to_string(item);
+    d["device"] = py::make_tuple(t.device.device_type, t.device.device_id);
+    return d;
+  }
+
+ private:
+  fi::dl::ManagedTensor* m_;
+};
 
 }  // namespace
 
@@ -178,6 +261,20 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("src"), py::arg("dst"), py::arg("steps"), py::arg("backend"), py::arg("threads") = 1);
 
+  py::class_<Borrowed>(m, "DLPackView").def_property_readonly("interface", &Borrowed::interface);
+  m.def(
+      "dlpack_view", [](const py::capsule& c) { return std::make_unique<Borrowed>(c); },
+      py::arg("capsule"));
+  // A copy of another library's device array, made on the device.
+  m.def(
+      "image_from_device",
+      [](uintptr_t pointer, const std::tuple<int, int, int>& dims, uintptr_t stream) {
+        const Dims d{std::get<0>(dims), std::get<1>(dims), std::get<2>(dims)};
+        py::gil_scoped_release nogil;
+        return Image::copy_of(reinterpret_cast<const uint8_t*>(pointer), d, Backend::CUDA, stream);
+      },
+      py::arg("pointer"), py::arg("dims"), py::arg("stream"));
+
   py::class_<Image>(m, "Image")
       .def(py::init([](const U8Array& a, Backend b, bool copy) {
              const Dims d = dims_of(a);
@@ -202,6 +299,9 @@ PYBIND11_MODULE(_core, m) {
                                return py::make_tuple(d.h, d.w, d.c);
                              })
       .def_property_readonly("backend", &Image::backend)
+      .def_property_readonly(
+          "data_ptr", [](const Image& i) { return reinterpret_cast<uintptr_t>(i.data().get()); })
+      .def("lend", &lend, py::arg("shape"))
       .def("resize", &Image::resize, py::arg("width"), py::arg("height"), py::arg("filter"),
            py::call_guard<py::gil_scoped_release>())
       .def("gaussian_blur", &Image::gaussian_blur, py::arg("sigma"),

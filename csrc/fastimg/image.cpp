@@ -25,6 +25,12 @@ Image Image::upload(const uint8_t* pixels, Dims dims, Backend backend) {
   return img;
 }
 
+Image Image::copy_of(const uint8_t* pixels, Dims dims, Backend backend, uintptr_t producer) {
+  Image img(dims, backend);
+  ops(backend).copy_in(img.data_, pixels, dims.bytes(), producer);
+  return img;
+}
+
 void Image::download(uint8_t* dst) const { ops(backend_).download(dst, data_, dims_.bytes()); }
 
 void Image::separable_into(Image& dst, const PlanPtr& plan) const {
