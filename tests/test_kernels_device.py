@@ -104,8 +104,8 @@ def test_device_arrays_that_cannot_be_taken_say_why(rng):
         fastimg.resize(owner, (2, 2), out=np.empty((2, 2, 3), np.uint8))
     with pytest.raises(ValueError, match="CUDA device array"):
         fastimg.gaussian_blur(owner, 1.0, backend="cpu")
-    with pytest.raises(BufferError):
-        np.from_dlpack(owner)  # device memory is not the host's
+    with pytest.raises((BufferError, RuntimeError), match="device"):
+        np.from_dlpack(owner)  # device memory is not the host's: numpy says so
 
 
 def test_torch_cuda_tensors_stay_on_the_gpu(rng):

@@ -104,6 +104,8 @@ def device_array(img: object, name: str = "img") -> DeviceArray:
         # The producer orders its work before this thread's stream (DLPack).
         owner = _core.dlpack_view(img.__dlpack__(stream=PER_THREAD_STREAM))  # type: ignore[attr-defined]
         desc = owner.interface
+        if tuple(desc["device"]) != (DLPACK_CUDA, 0):
+            raise ValueError(f"{name} is on CUDA device {desc['device'][1]}; the kernels run on device 0")
     shape = tuple(int(v) for v in desc["shape"])
     dtype = np.dtype(desc["typestr"])
     if dtype not in DTYPES:
