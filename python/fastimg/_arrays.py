@@ -14,7 +14,7 @@ from . import _core
 from ._checks import MAX_SIDE
 
 # The pixel types the kernels take; the output has the input's.
-DTYPES = (np.dtype(np.uint8),)
+DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 # DLPack's device type of CUDA device memory (DLDeviceType's kDLCUDA).
 DLPACK_CUDA = 2
 # What DLPack and __cuda_array_interface__ call this thread's default stream,

@@ -69,7 +69,7 @@ class Image:
             pick_backend("cuda")
             dev = device_array(img)
             dims = (dev.shape[0], dev.shape[1], dev.shape[2] if len(dev.shape) == 3 else 1)
-            self._img = _core.image_from_device(dev.pointer, dims, dev.stream or 0)
+            self._img = _core.image_from_device(dev.pointer, dims, dev.dtype.str, dev.stream or 0)
             self._channels_axis = len(dev.shape) == 3
             return
         src = host_array(img)
@@ -103,7 +103,7 @@ class Image:
     @property
     def dtype(self) -> np.dtype[Any]:
         """The pixels' type, as numpy names it."""
-        return np.dtype(np.uint8)
+        return np.dtype(self._img.typestr)
 
     def resize(self, size: SizeArg, *, filter: FilterArg = "lanczos3") -> Image:
         """Resampled copy, as :func:`resize`, on the same backend."""

@@ -170,8 +170,10 @@ def resize(
 ) -> np.ndarray | Image:
     """Resample ``img`` to ``size`` = (width, height), antialiased.
 
-    ``img`` is uint8, shaped (H, W) or (H, W, C) with C in 1, 3, 4 (4 means RGBA
-    with straight alpha, resampled premultiplied): a numpy array, or any
+    ``img`` is uint8, uint16 or float32 (full intensity 255, 65535 or 1.0),
+    shaped (H, W) or (H, W, C) with C in 1, 3, 4 (4 means RGBA with straight
+    alpha, resampled premultiplied); the result has its dtype, integers
+    rounded and clamped, floats neither (but alpha, to 0..1). It is a numpy array, or any
     array in host memory that DLPack, the buffer protocol or
     ``__array_interface__`` hands over (torch, JAX, a memoryview, a PIL
     image), read without a copy where its protocol allows. Returns a numpy
@@ -222,8 +224,9 @@ def gaussian_blur(
 
     The kernel is truncated at radius ceil(3 * sigma) (at least 1) and
     normalised; edges are mirror-reflected (``... c b a | a b c ...``). From
-    sigma 6 on it is evaluated on a coarser grid and interpolated back, which
-    stays within one level of the exact result (docs/kernels.md). Inputs,
+    sigma 6 on, uint8 images are blurred on a coarser grid and interpolated
+    back, which stays within one level of the exact result (docs/kernels.md);
+    uint16 and float32 images always exactly. Inputs,
     results and ``threads`` as for :func:`resize`; the output has the input's
     shape.
     """
@@ -264,12 +267,14 @@ def quantize(
     out: np.ndarray | None = None,
     threads: int = 1,
 ) -> np.ndarray | Image:
-    """Quantise each colour channel to ``levels`` (2..256) values spread evenly over 0..255.
+    """Quantise each colour channel to ``levels`` (2..256) values spread evenly over 0..full.
 
-    Value v maps to round(i * 255 / (levels - 1)) with i = round(v * (levels - 1) / 255),
-    or with ``dither=True`` i = floor(v * (levels - 1) / 255 + t) where t comes
+    Full is 255, 65535 or 1.0 by dtype. Value v maps to round(i * full / (levels - 1))
+    with i = round(v * (levels - 1) / full), or with ``dither=True``
+    i = floor(v * (levels - 1) / full + t) where t comes
     from an 8x8 Bayer matrix at the pixel's position (deterministic). Alpha of
-    RGBA images is kept as it is. Inputs, results and ``threads`` as for
+    RGBA images is kept as it is. Floats are clamped to 0..1 first (NaN to 0).
+    Inputs, results and ``threads`` as for
     :func:`resize`; the output has the input's shape and dtype.
     """
     n, d = check_levels(levels), check_dither(dither)
