@@ -4,7 +4,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
 #include "fastimg/cpu.h"
+#include "fastimg/dlpack.h"
 #include "fastimg/errors.h"
 #include "fastimg/image.h"
 #include "fastimg/status.h"
@@ -36,24 +43,49 @@ void translate(std::exception_ptr p) {
   }
 }
 
-// No forcecast: an array of the wrong dtype or layout is rejected, not copied.
-using U8Array = py::array_t<uint8_t, py::array::c_style>;
+// Pixels cross as C-contiguous arrays of uint8, uint16 or float32; an array of
+// another dtype or layout is rejected, not copied.
+using Pixels = py::array;
 
-Dims dims_of(const U8Array& a) {
-  if (a.ndim() == 2) return {static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)), 1};
+fi::PixelType type_of(const py::array& a) {
+  if (py::isinstance<py::array_t<uint8_t>>(a)) return fi::PixelType::U8;
+  if (py::isinstance<py::array_t<uint16_t>>(a)) return fi::PixelType::U16;
+  if (py::isinstance<py::array_t<float>>(a)) return fi::PixelType::F32;
+  throw py::type_error("pixels must be uint8, uint16 or float32");
+}
+
+// numpy's name of a pixel type (an array interface's typestr).
+const char* typestr(fi::PixelType t) {
+  return t == fi::PixelType::U8 ? "|u1" : t == fi::PixelType::U16 ? "<u2" : "<f4";
+}
+
+fi::PixelType type_named(const std::string& name) {
+  for (const auto t : {fi::PixelType::U8, fi::PixelType::U16, fi::PixelType::F32})
+    if (name == typestr(t)) return t;
+  throw py::type_error("pixels must be uint8, uint16 or float32, got " + name);
+}
+
+Dims dims_of(const Pixels& a) {
+  if (!(a.flags() & py::array::c_style)) throw py::value_error("pixels must be C-contiguous");
+  const fi::PixelType t = type_of(a);
+  if (a.ndim() == 2) return {static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)), 1, t};
   if (a.ndim() == 3)
     return {static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
-            static_cast<int>(a.shape(2))};
+            static_cast<int>(a.shape(2)), t};
   throw py::value_error("image must have 2 or 3 dimensions");
 }
+
+uint8_t* bytes_of(Pixels& a) { return static_cast<uint8_t*>(a.mutable_data()); }
+const uint8_t* bytes_of(const Pixels& a) { return static_cast<const uint8_t*>(a.data()); }
 
 // Runs `op` from src into dst on `backend` (on the CPU with up to `threads`
 // threads); on CUDA the pixels go up once and come down once.
 template <class Op>
-void apply(const U8Array& src, U8Array& dst, Backend backend, Op op, int threads = 1) {
+void apply(const Pixels& src, Pixels& dst, Backend backend, Op op, int threads = 1) {
   const Dims in = dims_of(src), out = dims_of(dst);
-  const uint8_t* s = src.data();
-  uint8_t* d = dst.mutable_data();
+  if (in.type != out.type) throw py::type_error("src and dst must have the same dtype");
+  const uint8_t* s = bytes_of(src);
+  uint8_t* d = bytes_of(dst);
   py::gil_scoped_release nogil;
   if (backend == Backend::CPU) {
     const fi::CpuThreads use(threads);
@@ -90,6 +122,84 @@ fi::PlanPtr plan_of(const py::list& steps, int w, int h) {
   if (stages.empty()) throw py::value_error("no steps");
   return fi::make_plan(std::move(stages));
 }
+
+// An image's pixels lent out through DLPack: the tensor keeps them alive
+// until its consumer (or, unconsumed, the capsule) calls the deleter.
+struct Lent {
+  fi::dl::ManagedTensor tensor{};
+  std::shared_ptr<uint8_t> pixels;
+  int64_t shape[3] = {};
+};
+
+void drop_unconsumed(PyObject* capsule) {
+  if (PyCapsule_IsValid(capsule, "used_dltensor")) return;  // its consumer owns it now
+  auto* m = static_cast<fi::dl::ManagedTensor*>(PyCapsule_GetPointer(capsule, "dltensor"));
+  if (m == nullptr) return PyErr_WriteUnraisable(capsule);
+  m->deleter(m);
+}
+
+py::capsule lend(const Image& img, const std::vector<int64_t>& shape) {
+  if (shape.size() < 2 || shape.size() > 3) throw py::value_error("shape must have 2 or 3 sides");
+  auto lent = std::make_unique<Lent>();
+  lent->pixels = img.data();
+  std::copy(shape.begin(), shape.end(), lent->shape);
+  fi::dl::Tensor& t = lent->tensor.dl_tensor;
+  t.data = lent->pixels.get();
+  t.device = {img.backend() == Backend::CPU ? fi::dl::kCPU : fi::dl::kCUDA, 0};
+  t.ndim = static_cast<int32_t>(shape.size());
+  const fi::PixelType type = img.dims().type;
+  t.dtype = {type == fi::PixelType::F32 ? fi::dl::kFloat : fi::dl::kUInt,
+             static_cast<uint8_t>(8 * fi::pixel_bytes(type)), 1};
+  t.shape = lent->shape;
+  lent->tensor.manager_ctx = lent.get();
+  lent->tensor.deleter = [](fi::dl::ManagedTensor* m) {
+    delete static_cast<Lent*>(m->manager_ctx);
+  };
+  PyObject* capsule = PyCapsule_New(&lent->tensor, "dltensor", drop_unconsumed);
+  if (capsule == nullptr) throw py::error_already_set();
+  lent.release();  // the capsule's now
+  return py::reinterpret_steal<py::capsule>(capsule);
+}
+
+// Another library's tensor taken from its "dltensor" capsule, described as
+// __cuda_array_interface__ describes an array; dropping this releases it.
+class Borrowed {
+ public:
+  explicit Borrowed(const py::capsule& capsule) {
+    m_ = static_cast<fi::dl::ManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
+    if (m_ == nullptr) throw py::error_already_set();
+    if (PyCapsule_SetName(capsule.ptr(), "used_dltensor") != 0) throw py::error_already_set();
+  }
+  Borrowed(const Borrowed&) = delete;
+  Borrowed& operator=(const Borrowed&) = delete;
+  ~Borrowed() {
+    if (m_->deleter != nullptr) m_->deleter(m_);
+  }
+
+  py::dict interface() const {
+    const fi::dl::Tensor& t = m_->dl_tensor;
+    const size_t item = t.dtype.bits / 8;
+    py::list shape, strides;
+    for (int i = 0; i < t.ndim; ++i) {
+      shape.append(t.shape[i]);
+      if (t.strides != nullptr) strides.append(t.strides[i] * static_cast<int64_t>(item));
+    }
+    const char kind = t.dtype.code == fi::dl::kInt                           ? 'i'
+                      : t.dtype.code == fi::dl::kUInt                        ? 'u'
+                      : t.dtype.code == fi::dl::kFloat && t.dtype.lanes == 1 ? 'f'
+                                                                             : 'V';
+    py::dict d;
+    d["data"] = py::make_tuple(reinterpret_cast<uintptr_t>(t.data) + t.byte_offset, false);
+    d["shape"] = py::tuple(shape);
+    d["strides"] = t.strides != nullptr ? py::object(py::tuple(strides)) : py::none();
+    d["typestr"] = std::string(item == 1 ? "|" : "<") + kind + std::to_string(item);
+    d["device"] = py::make_tuple(t.device.device_type, t.device.device_id);
+    return d;
+  }
+
+ private:
+  fi::dl::ManagedTensor* m_;
+};
 
 }  // namespace
 
@@ -143,7 +253,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "resize",
-      [](const U8Array& src, U8Array& dst, Filter f, Backend b, int threads) {
+      [](const Pixels& src, Pixels& dst, Filter f, Backend b, int threads) {
         apply(
             src, dst, b, [f](const Image& s, Image& d) { s.resize_into(d, f); }, threads);
       },
@@ -151,7 +261,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("threads") = 1);
   m.def(
       "gaussian_blur",
-      [](const U8Array& src, U8Array& dst, double sigma, Backend b, int threads) {
+      [](const Pixels& src, Pixels& dst, double sigma, Backend b, int threads) {
         apply(
             src, dst, b, [sigma](const Image& s, Image& d) { s.gaussian_blur_into(d, sigma); },
             threads);
@@ -159,7 +269,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("src"), py::arg("dst"), py::arg("sigma"), py::arg("backend"), py::arg("threads") = 1);
   m.def(
       "quantize",
-      [](const U8Array& src, U8Array& dst, int levels, bool dither, Backend b, int threads) {
+      [](const Pixels& src, Pixels& dst, int levels, bool dither, Backend b, int threads) {
         apply(
             src, dst, b, [=](const Image& s, Image& d) { s.quantize_into(d, levels, dither); },
             threads);
@@ -170,7 +280,7 @@ PYBIND11_MODULE(_core, m) {
   // for chains of three and more, which no public call makes).
   m.def(
       "separable",
-      [](const U8Array& src, U8Array& dst, const py::list& steps, Backend b, int threads) {
+      [](const Pixels& src, Pixels& dst, const py::list& steps, Backend b, int threads) {
         const Dims in = dims_of(src);
         const fi::PlanPtr plan = plan_of(steps, in.w, in.h);
         apply(
@@ -178,20 +288,35 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("src"), py::arg("dst"), py::arg("steps"), py::arg("backend"), py::arg("threads") = 1);
 
+  py::class_<Borrowed>(m, "DLPackView").def_property_readonly("interface", &Borrowed::interface);
+  m.def(
+      "dlpack_view", [](const py::capsule& c) { return std::make_unique<Borrowed>(c); },
+      py::arg("capsule"));
+  // A copy of another library's device array, made on the device.
+  m.def(
+      "image_from_device",
+      [](uintptr_t pointer, const std::tuple<int, int, int>& dims, const std::string& dtype,
+         uintptr_t stream) {
+        const Dims d{std::get<0>(dims), std::get<1>(dims), std::get<2>(dims), type_named(dtype)};
+        py::gil_scoped_release nogil;
+        return Image::copy_of(reinterpret_cast<const uint8_t*>(pointer), d, Backend::CUDA, stream);
+      },
+      py::arg("pointer"), py::arg("dims"), py::arg("dtype"), py::arg("stream"));
+
   py::class_<Image>(m, "Image")
-      .def(py::init([](const U8Array& a, Backend b, bool copy) {
+      .def(py::init([](const Pixels& a, Backend b, bool copy) {
              const Dims d = dims_of(a);
              if (!copy && b == Backend::CPU) {
                // The image keeps the array alive; it may be released on a
                // thread that does not hold the GIL.
                auto* owner = new py::object(a);
-               std::shared_ptr<uint8_t> p(const_cast<uint8_t*>(a.data()), [owner](uint8_t*) {
+               std::shared_ptr<uint8_t> p(const_cast<uint8_t*>(bytes_of(a)), [owner](uint8_t*) {
                  py::gil_scoped_acquire gil;
                  delete owner;
                });
                return Image::host_shared(std::move(p), d);
              }
-             const uint8_t* p = a.data();
+             const uint8_t* p = bytes_of(a);
              py::gil_scoped_release nogil;
              return Image::upload(p, d, b);
            }),
@@ -202,6 +327,10 @@ PYBIND11_MODULE(_core, m) {
                                return py::make_tuple(d.h, d.w, d.c);
                              })
       .def_property_readonly("backend", &Image::backend)
+      .def_property_readonly("typestr", [](const Image& i) { return typestr(i.dims().type); })
+      .def_property_readonly(
+          "data_ptr", [](const Image& i) { return reinterpret_cast<uintptr_t>(i.data().get()); })
+      .def("lend", &lend, py::arg("shape"))
       .def("resize", &Image::resize, py::arg("width"), py::arg("height"), py::arg("filter"),
            py::call_guard<py::gil_scoped_release>())
       .def("gaussian_blur", &Image::gaussian_blur, py::arg("sigma"),
@@ -210,10 +339,11 @@ PYBIND11_MODULE(_core, m) {
            py::call_guard<py::gil_scoped_release>())
       .def(
           "download",
-          [](const Image& i, U8Array& dst) {
-            if (dst.size() != static_cast<py::ssize_t>(i.dims().bytes()))
-              throw py::value_error("destination has the wrong size");
-            uint8_t* d = dst.mutable_data();
+          [](const Image& i, Pixels& dst) {
+            if (dst.nbytes() != static_cast<py::ssize_t>(i.dims().bytes()) ||
+                type_of(dst) != i.dims().type || !(dst.flags() & py::array::c_style))
+              throw py::value_error("destination has the wrong size or dtype");
+            uint8_t* d = bytes_of(dst);
             py::gil_scoped_release nogil;
             i.download(d);
           },

@@ -49,24 +49,36 @@ def gaussian_weights(sigma: float) -> np.ndarray:
     return w / w.sum()
 
 
+def full(dtype: np.dtype) -> float:
+    """A channel's full intensity (alpha's 1) in images of dtype."""
+    return 1.0 if np.dtype(dtype).kind == "f" else float(np.iinfo(dtype).max)
+
+
 def _premultiply(img: np.ndarray) -> np.ndarray:
     f = img.astype(np.float64)
     if f.ndim == 3 and f.shape[2] == 4:
-        f[..., :3] *= f[..., 3:] / 255.0
+        f[..., :3] *= f[..., 3:] / full(img.dtype)
     return f
 
 
-def _to_u8(f: np.ndarray) -> np.ndarray:
-    return np.floor(np.clip(f, 0, 255) + 0.5).astype(np.uint8)
+def _to_int(f: np.ndarray, dtype: np.dtype = np.uint8) -> np.ndarray:
+    return np.floor(np.clip(f, 0, full(dtype)) + 0.5).astype(dtype)
 
 
-def _unpremultiply(f: np.ndarray) -> np.ndarray:
+def _unpremultiply(f: np.ndarray, dtype: np.dtype = np.uint8) -> np.ndarray:
+    """Integers rounded and clamped; floats neither, but alpha clamped to 0..1."""
+    if np.dtype(dtype).kind == "f":
+        if not (f.ndim == 3 and f.shape[2] == 4):
+            return f.astype(dtype)
+        alpha = np.clip(f[..., 3], 0.0, 1.0)
+        colour = np.where(alpha[..., None] > 0, f[..., :3] / np.where(alpha > 0, alpha, 1.0)[..., None], 0.0)
+        return np.dstack([colour, alpha]).astype(dtype)
     if not (f.ndim == 3 and f.shape[2] == 4):
-        return _to_u8(f)
-    out = np.empty(f.shape, np.uint8)
-    alpha = _to_u8(f[..., 3])
-    safe = np.where(alpha > 0, np.minimum(f[..., 3], 255.0), 1.0)
-    colour = _to_u8(f[..., :3] * 255.0 / safe[..., None])
+        return _to_int(f, dtype)
+    out = np.empty(f.shape, dtype)
+    alpha = _to_int(f[..., 3], dtype)
+    safe = np.where(alpha > 0, np.minimum(f[..., 3], full(dtype)), 1.0)
+    colour = _to_int(f[..., :3] * full(dtype) / safe[..., None], dtype)
     colour[alpha == 0] = 0
     out[..., :3] = colour
     out[..., 3] = alpha
@@ -80,7 +92,7 @@ def resize(img: np.ndarray, size: tuple[int, int], name: str = "lanczos3") -> np
     mv = resize_matrix(img.shape[0], height, name)
     f = np.tensordot(mv, f, axes=(1, 0))  # rows
     f = np.moveaxis(np.tensordot(mh, f, axes=(1, 1)), 0, 1)  # columns
-    return _unpremultiply(f)
+    return _unpremultiply(f, img.dtype)
 
 
 def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -90,7 +102,7 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     f = _premultiply(img)
     f = ndimage.correlate1d(f, w, axis=0, mode="reflect")
     f = ndimage.correlate1d(f, w, axis=1, mode="reflect")
-    return _unpremultiply(f)
+    return _unpremultiply(f, img.dtype)
 
 
 def bayer8() -> np.ndarray:
@@ -103,7 +115,10 @@ def bayer8() -> np.ndarray:
 
 def quantize(img: np.ndarray, levels: int, dither: bool = False) -> np.ndarray:
     n = levels - 1
+    m = full(img.dtype)
     f = img.astype(np.float64)
+    if m == 1.0:
+        f = np.nan_to_num(np.clip(f, 0.0, 1.0), nan=0.0)
     h, w = img.shape[:2]
     if dither:
         t = (bayer8()[np.arange(h)[:, None] % 8, np.arange(w)[None, :] % 8] + 0.5) / 64.0
@@ -111,8 +126,8 @@ def quantize(img: np.ndarray, levels: int, dither: bool = False) -> np.ndarray:
             t = t[..., None]
     else:
         t = 0.5
-    index = np.floor(f * n / 255.0 + t)
-    out = np.floor(index * 255.0 / n + 0.5).astype(np.uint8)
+    index = np.minimum(np.floor(f * n / m + t), n)
+    out = (index / n).astype(img.dtype) if m == 1.0 else np.floor(index * m / n + 0.5).astype(img.dtype)
     if img.ndim == 3 and img.shape[2] == 4:
         out[..., 3] = img[..., 3]
     return out

@@ -280,3 +280,26 @@ def test_a_pinned_buffer_reused_too_early_is_caught():
     unwaited = run_python(script.format(skip=1))
     assert unwaited.returncode == 0, unwaited.stdout + unwaited.stderr
     assert "came back changed: 0" not in unwaited.stdout, unwaited.stdout
+
+
+def test_device_arrays_never_cross_to_the_host(rng, monkeypatch):
+    from test_kernels_device import OPERATIONS, WRAPPERS
+
+    img = rng.image(37, 53, 4)
+    sources = {name: wrap(fastimg.Image(img, backend="cuda")) for name, wrap in WRAPPERS.items()}
+    chain = lambda src: fastimg.gaussian_blur(fastimg.resize(src, (30, None)), 1.5)  # noqa: E731
+    # The weight tables of a geometry go up once, whatever the input (a few
+    # KB); with them in place, no byte may cross in either direction.
+    for run in [*OPERATIONS.values(), chain]:
+        run(sources["fastimg-image"])
+    monkeypatch.setenv("FASTIMG_EMU_NO_HOST_COPIES", "1")  # any copy to or from the host fails
+    with pytest.raises(fastimg.KernelError, match="cudaMemcpyAsync"):
+        fastimg.resize(img, (20, 11), backend="cuda")  # a host array must cross: the check holds
+    results = {(name, op): run(src) for name, src in sources.items() for op, run in OPERATIONS.items()}
+    chained = chain(sources["dlpack"])
+    monkeypatch.delenv("FASTIMG_EMU_NO_HOST_COPIES")
+    for (name, op), got in results.items():
+        want = OPERATIONS[op](img, backend="cpu")
+        assert colour_diff(got.numpy(), want) <= (0 if op == "quantize" else 1), (name, op, rng)
+    want = fastimg.gaussian_blur(fastimg.resize(img, (30, None), backend="cpu"), 1.5, backend="cpu")
+    assert colour_diff(chained.numpy(), want) <= 1, rng

@@ -315,7 +315,7 @@ def test_image_chain_matches_functions(rng):
 
 BAD_CALLS = [
     (lambda: fastimg.resize([[1]], (1, 1)), TypeError, "img"),
-    (lambda: fastimg.resize(np.zeros((4, 4), np.float32), (1, 1)), TypeError, "img"),
+    (lambda: fastimg.resize(np.zeros((4, 4), np.float64), (1, 1)), TypeError, "img"),
     (lambda: fastimg.resize(np.zeros((4, 4, 2), np.uint8), (1, 1)), ValueError, "img"),
     (lambda: fastimg.resize(np.zeros((4,), np.uint8), (1, 1)), ValueError, "img"),
     (lambda: fastimg.resize(np.zeros((0, 4), np.uint8), (1, 1)), ValueError, "img"),

@@ -526,6 +526,20 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
                             cudaStream_t) {
   if (const cudaError_t err = enter()) return err;
   Device& d = device();
+  if (kind == cudaMemcpyDeviceToDevice) {
+    // Both ends must be device memory, each ordered after its last write.
+    const std::lock_guard<std::mutex> lock(d.mutex);
+    Allocation* to = d.holding(dst, bytes);
+    const Allocation* from = d.holding(src, bytes);
+    if (to == nullptr || from == nullptr) return fail(cudaErrorInvalidValue);
+    d.check_ordered(*from, "cudaMemcpyAsync");
+    d.check_ordered(*to, "cudaMemcpyAsync");
+    d.run_own_pending();
+    d.write(*to);
+    std::memmove(dst, src, bytes);
+    return cudaSuccess;
+  }
+  if (env_long("FASTIMG_EMU_NO_HOST_COPIES", 0) != 0) return fail(cudaErrorInvalidValue);
   {
     const std::lock_guard<std::mutex> lock(d.mutex);
     Allocation* device = kind == cudaMemcpyHostToDevice   ? d.holding(dst, bytes)

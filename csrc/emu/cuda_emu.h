@@ -30,6 +30,9 @@
 //   FASTIMG_EMU_SKIP_EVENT_SYNCS=1  cudaEventSynchronize waits for nothing, as
 //                               if the call were missing: pinned buffers are
 //                               reused too early and the pixels come out wrong
+//   FASTIMG_EMU_NO_HOST_COPIES=1  a copy between host and device fails with
+//                               cudaErrorInvalidValue: a path that is to stay
+//                               on the device is proven to
 //
 // Copies between device memory and pinned host memory (cudaMallocHost) are
 // asynchronous on a GPU: the host may not touch the buffer until an event
@@ -130,7 +133,11 @@ enum cudaError_t {
   cudaErrorExternalDevice = 911,
 };
 
-enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 };
+enum cudaMemcpyKind {
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+};
 enum cudaDeviceAttr {
   cudaDevAttrMaxSharedMemoryPerBlock = 8,
   cudaDevAttrMultiProcessorCount = 16,

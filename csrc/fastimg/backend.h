@@ -19,6 +19,11 @@ struct BackendOps {
   std::shared_ptr<uint8_t> (*alloc)(size_t bytes);  // uninitialised
   void (*upload)(const std::shared_ptr<uint8_t>& dst, const uint8_t* src, size_t bytes);
   void (*download)(uint8_t* dst, const std::shared_ptr<uint8_t>& src, size_t bytes);
+  // From memory of the backend's own kind that the caller owns (another
+  // library's device array), once the work queued on `producer` (a stream
+  // handle; 0: none) is done.
+  void (*copy_in)(const std::shared_ptr<uint8_t>& dst, const uint8_t* src, size_t bytes,
+                  uintptr_t producer);
   void (*separable)(const std::shared_ptr<uint8_t>& src, Dims in,
                     const std::shared_ptr<uint8_t>& dst, const PlanPtr& plan);
   void (*quantize)(const std::shared_ptr<uint8_t>& src, Dims d, const std::shared_ptr<uint8_t>& dst,

@@ -9,8 +9,10 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_shared.h"
@@ -110,20 +112,68 @@ std::vector<Tile> tiles(Dims in, const std::vector<Stage>& stages, int threads) 
 
 }  // namespace
 
-void cpu_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages) {
+namespace {
+
+// The engine for the CPU's target, on 8-bit pixels or premultiplied floats.
+template <class T>
+void engine_separable(const T* src, Dims in, T* dst, const std::vector<Stage>& stages) {
+  typedef void (*Engine)(const T*, Dims, T*, const std::vector<Stage>&, const Tile&, Sweeps&);
   static const std::string target = cpu_target();
-  auto engine = baseline::separable;
+  Engine engine = baseline::separable<T>;
 #ifdef FI_ENGINE_V4
-  if (target == "x86-64-v4") engine = v4::separable;
+  if (target == "x86-64-v4") engine = v4::separable<T>;
 #endif
 #ifdef FI_ENGINE_V3
-  if (target == "x86-64-v3") engine = v3::separable;
+  if (target == "x86-64-v3") engine = v3::separable<T>;
 #endif
   const int threads = cpu_threads();
   const std::vector<Tile> parts = tiles(in, stages, threads);
   Sweeps sweeps;
   run_parallel(static_cast<int>(parts.size()), threads,
                [&](int i) { engine(src, in, dst, stages, parts[i], sweeps); });
+}
+
+// fn(y0, y1) over bands of the h rows, on the call's threads.
+template <class Fn>
+void by_rows(int h, Fn fn) {
+  const int threads = cpu_threads(), bands = std::max(1, std::min(threads, h / 64));
+  run_parallel(bands, threads, [&](int b) { fn(h * b / bands, h * (b + 1) / bands); });
+}
+
+// 16-bit and float images: converted to premultiplied floats (load_px), run
+// through the engine from float to float, and written back as Px (store_px).
+template <int C, class Px>
+void separable_via_floats(const Px* src, Dims in, Px* dst, const std::vector<Stage>& stages) {
+  const int out_w = stages.back().horizontal.n_out, out_h = stages.back().vertical.n_out;
+  std::vector<float> work_in(static_cast<size_t>(in.h) * in.w * C);
+  std::vector<float> work_out(static_cast<size_t>(out_h) * out_w * C);
+  by_rows(in.h, [&](int y0, int y1) {
+    for (size_t i = static_cast<size_t>(y0) * in.w; i < static_cast<size_t>(y1) * in.w; ++i)
+      load_px<C, Px>(src + i * C, &work_in[i * C]);
+  });
+  engine_separable<float>(work_in.data(), in, work_out.data(), stages);
+  by_rows(out_h, [&](int y0, int y1) {
+    for (size_t i = static_cast<size_t>(y0) * out_w; i < static_cast<size_t>(y1) * out_w; ++i)
+      store_px<C, Px>(&work_out[i * C], dst + i * C);
+  });
+}
+
+}  // namespace
+
+void cpu_separable(const void* src, Dims in, void* dst, const std::vector<Stage>& stages) {
+  with_pixel_type(in.type, [&](auto px) {
+    typedef decltype(px) Px;
+    const Px* s = static_cast<const Px*>(src);
+    Px* d = static_cast<Px*>(dst);
+    if constexpr (std::is_same_v<Px, uint8_t>) {
+      engine_separable<uint8_t>(s, in, d, stages);
+    } else {
+      if (in.c == 1) return separable_via_floats<1>(s, in, d, stages);
+      if (in.c == 3) return separable_via_floats<3>(s, in, d, stages);
+      if (in.c == 4) return separable_via_floats<4>(s, in, d, stages);
+      throw std::invalid_argument("channels must be 1, 3 or 4");
+    }
+  });
 }
 
 }  // namespace fi

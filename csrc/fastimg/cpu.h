@@ -1,5 +1,5 @@
 // The CPU drivers (cpu.cpp): loops that apply the formulas of pixel.h to whole
-// images in host memory, packed rows of h x w x c bytes.
+// images in host memory, packed rows of h x w x c values of in.type.
 #pragma once
 
 #include <cstdint>
@@ -12,8 +12,8 @@ namespace fi {
 
 // Separable stages applied in turn; dst has the last stage's
 // horizontal.n_out columns and vertical.n_out rows.
-void cpu_separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages);
-void cpu_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither);
+void cpu_separable(const void* src, Dims in, void* dst, const std::vector<Stage>& stages);
+void cpu_quantize(const void* src, Dims d, void* dst, int levels, bool dither);
 // The instruction set the CPU kernels run on: "x86-64-v4" (AVX-512, 16-float
 // vectors), "x86-64-v3" (AVX2, 8) or "baseline" (4).
 const char* cpu_target();

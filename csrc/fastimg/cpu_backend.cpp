@@ -19,6 +19,10 @@ void download(uint8_t* dst, const std::shared_ptr<uint8_t>& src, size_t bytes) {
   std::memcpy(dst, src.get(), bytes);
 }
 
+void copy_in(const std::shared_ptr<uint8_t>& dst, const uint8_t* src, size_t bytes, uintptr_t) {
+  std::memcpy(dst.get(), src, bytes);
+}
+
 void separable(const std::shared_ptr<uint8_t>& src, Dims in, const std::shared_ptr<uint8_t>& dst,
                const PlanPtr& plan) {
   cpu_separable(src.get(), in, dst.get(), plan->stages);
@@ -31,6 +35,6 @@ void quantize(const std::shared_ptr<uint8_t>& src, Dims d, const std::shared_ptr
 
 }  // namespace
 
-const BackendOps kCpuOps{alloc, upload, download, separable, quantize};
+const BackendOps kCpuOps{alloc, upload, download, copy_in, separable, quantize};
 
 }  // namespace fi

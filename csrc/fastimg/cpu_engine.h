@@ -479,22 +479,22 @@ void feed(S& stage, const T* src, size_t len, int block) {
   stage.flush();
 }
 
-template <int C>
-void run(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages, const Tile& t,
+// From In (8-bit pixels, or premultiplied floats) to Out (the same).
+template <int C, class In, class Out>
+void run(const In* src, Dims in, Out* dst, const std::vector<Stage>& stages, const Tile& t,
          Sweeps& sweeps) {
   const size_t in_len = static_cast<size_t>(in.w) * C;
   const size_t out_len = static_cast<size_t>(stages.back().horizontal.n_out) * C;
-  uint8_t* out = dst + t.y_begin * out_len + static_cast<size_t>(t.x_begin) * C;
+  Out* out = dst + t.y_begin * out_len + static_cast<size_t>(t.x_begin) * C;
   if (stages.size() == 1) {
     const Stage& s = stages[0];
-    Separable<C, uint8_t, uint8_t> one(sweeps, s.horizontal, s.vertical, t, kBlock, out, out_len,
-                                       nullptr);
+    Separable<C, In, Out> one(sweeps, s.horizontal, s.vertical, t, kBlock, out, out_len, nullptr);
     return feed(one, src + static_cast<size_t>(one.first_col()) * C, in_len, kBlock);
   }
   if (stages.size() == 2) {
     // The first stage's rows go straight into the second.
-    typedef Separable<C, float, uint8_t> Last;
-    typedef Separable<C, uint8_t, float, Last> First;
+    typedef Separable<C, float, Out> Last;
+    typedef Separable<C, In, float, Last> First;
     Last last(sweeps, stages[1].horizontal, stages[1].vertical, t, First::kRowsOut, out, out_len,
               nullptr);
     const Tile t1{last.first_col(), last.end_col(), last.first_row(), last.end_row()};
@@ -510,10 +510,10 @@ void run(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& st
     const Tile whole{0, hp.n_out, 0, vp.n_out};
     if (i == 0) {
       next.assign(static_cast<size_t>(vp.n_out) * n, 0.0f);
-      Separable<C, uint8_t, float> s(sweeps, hp, vp, whole, kBlock, next.data(), n, nullptr);
+      Separable<C, In, float> s(sweeps, hp, vp, whole, kBlock, next.data(), n, nullptr);
       feed(s, src + static_cast<size_t>(s.first_col()) * C, len, kBlock);
     } else if (i + 1 == stages.size()) {
-      Separable<C, float, uint8_t> s(sweeps, hp, vp, whole, kBlock, dst, n, nullptr);
+      Separable<C, float, Out> s(sweeps, hp, vp, whole, kBlock, dst, n, nullptr);
       feed(s, cur.data() + static_cast<size_t>(s.first_col()) * C, len, kBlock);
     } else {
       next.assign(static_cast<size_t>(vp.n_out) * n, 0.0f);
@@ -527,8 +527,11 @@ void run(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& st
 
 }  // namespace
 
-void separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages,
-               const Tile& t, Sweeps& sweeps) {
+// T: uint8_t for 8-bit images, float for premultiplied floats (16-bit and
+// float images, converted by cpu.cpp).
+template <class T>
+void separable(const T* src, Dims in, T* dst, const std::vector<Stage>& stages, const Tile& t,
+               Sweeps& sweeps) {
   switch (in.c) {
     case 1: return run<1>(src, in, dst, stages, t, sweeps);
     case 3: return run<3>(src, in, dst, stages, t, sweeps);
@@ -536,6 +539,10 @@ void separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stag
   }
   throw std::invalid_argument("channels must be 1, 3 or 4");
 }
+template void separable(const uint8_t*, Dims, uint8_t*, const std::vector<Stage>&, const Tile&,
+                        Sweeps&);
+template void separable(const float*, Dims, float*, const std::vector<Stage>&, const Tile&,
+                        Sweeps&);
 
 }  // namespace FI_ENGINE
 }  // namespace fi

@@ -5,6 +5,7 @@
 // a copy.
 #include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_shared.h"
@@ -22,7 +23,7 @@ std::vector<uint8_t> tables(int levels, bool dither) {
   for (int cell = 0; cell < cells; ++cell)
     for (int v = 0; v < 256; ++v) {
       const uint8_t grey = static_cast<uint8_t>(v);
-      quantize_pixel(&grey, &table[cell * 256 + v], 1, levels, cell % 8, cell / 8, dither);
+      quantize_pixel<uint8_t>(&grey, &table[cell * 256 + v], 1, levels, cell % 8, cell / 8, dither);
     }
   return table;
 }
@@ -127,7 +128,22 @@ void apply_table(const uint8_t* s, uint8_t* d, size_t n, const uint8_t* t, int c
 // Rows per part of an image quantised on several threads.
 constexpr int kBandRows = 64;
 
-void cpu_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither) {
+namespace {
+
+// 16-bit and float images: quantize_pixel on every pixel.
+template <class Px>
+void quantize_pixels(const Px* src, Dims d, Px* dst, int levels, bool dither) {
+  const int threads = cpu_threads(), bands = std::max(1, std::min(threads, d.h / kBandRows));
+  run_parallel(bands, threads, [&](int b) {
+    for (int y = d.h * b / bands; y < d.h * (b + 1) / bands; ++y)
+      for (int x = 0; x < d.w; ++x) {
+        const size_t i = (static_cast<size_t>(y) * d.w + x) * d.c;
+        quantize_pixel<Px>(src + i, dst + i, d.c, levels, x, y, dither);
+      }
+  });
+}
+
+void quantize_bytes(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither) {
   const std::vector<uint8_t> table = tables(levels, dither);
   const size_t row = static_cast<size_t>(d.w) * d.c;
   const int threads = cpu_threads(), bands = std::max(1, std::min(threads, d.h / kBandRows));
@@ -143,6 +159,20 @@ void cpu_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dit
         for (int c = 0; c < colour; ++c) dst[i + c] = t[src[i + c]];
         if (d.c == 4) dst[i + 3] = src[i + 3];  // alpha is kept, as in quantize_pixel
       }
+  });
+}
+
+}  // namespace
+
+void cpu_quantize(const void* src, Dims d, void* dst, int levels, bool dither) {
+  with_pixel_type(d.type, [&](auto px) {
+    typedef decltype(px) Px;
+    const Px* s = static_cast<const Px*>(src);
+    Px* o = static_cast<Px*>(dst);
+    if constexpr (std::is_same_v<Px, uint8_t>)
+      quantize_bytes(s, d, o, levels, dither);
+    else
+      quantize_pixels(s, d, o, levels, dither);
   });
 }
 

@@ -50,11 +50,13 @@ int cpu_threads();
 void run_parallel(int units, int threads, const std::function<void(int)>& fn);
 
 // The engine (cpu_engine.h) for each instruction set: the stages of
-// cpu_separable over one tile.
-#define FI_DECLARE_ENGINE(name)                                                               \
-  namespace name {                                                                            \
-  void separable(const uint8_t* src, Dims in, uint8_t* dst, const std::vector<Stage>& stages, \
-                 const Tile& t, Sweeps& sweeps);                                              \
+// cpu_separable over one tile, on T: uint8_t for 8-bit images, float for
+// premultiplied floats.
+#define FI_DECLARE_ENGINE(name)                                                                  \
+  namespace name {                                                                               \
+  template <class T>                                                                             \
+  void separable(const T* src, Dims in, T* dst, const std::vector<Stage>& stages, const Tile& t, \
+                 Sweeps& sweeps);                                                                \
   }
 FI_DECLARE_ENGINE(v4)
 FI_DECLARE_ENGINE(v3)

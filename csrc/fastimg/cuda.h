@@ -22,6 +22,8 @@ void cuda_mark_lost(const std::string& what);
 std::shared_ptr<uint8_t> cuda_alloc(size_t bytes);
 void cuda_upload(const std::shared_ptr<uint8_t>& dst, const uint8_t* src, size_t bytes);
 void cuda_download(uint8_t* dst, const std::shared_ptr<uint8_t>& src, size_t bytes);
+void cuda_copy_in(const std::shared_ptr<uint8_t>& dst, const uint8_t* src, size_t bytes,
+                  uintptr_t producer);
 void cuda_separable(const std::shared_ptr<uint8_t>& src, Dims in,
                     const std::shared_ptr<uint8_t>& dst, const PlanPtr& plan);
 void cuda_quantize(const std::shared_ptr<uint8_t>& src, Dims d, const std::shared_ptr<uint8_t>& dst,

@@ -120,6 +120,20 @@ CudaStatus cuda_status() {
   return s;
 }
 
+// Device to device, never through the host: the kernels read an Image's
+// memory (aligned, padded: cuda_alloc), which another library's array need not be.
+void cuda_copy_in(const std::shared_ptr<uint8_t>& dst, const uint8_t* src, size_t bytes,
+                  uintptr_t producer) {
+  // The producer's stream may still be writing the pixels.
+  if (producer != 0) FI_CUDA_CHECK(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(producer)));
+  uint8_t* d = ordered(dst);
+  // Synchronised: the caller may free its array as soon as this returns.
+  synchronised([&] {
+    FI_CUDA_CHECK(cudaMemcpyAsync(d, src, bytes, cudaMemcpyDeviceToDevice, kStream));
+    mark_written(dst);
+  });
+}
+
 void cuda_separable(const std::shared_ptr<uint8_t>& src, Dims in,
                     const std::shared_ptr<uint8_t>& dst, const PlanPtr& plan) {
   if (in.c != 1 && in.c != 3 && in.c != 4)
@@ -152,6 +166,7 @@ void cuda_time_kernels(bool on) { timing.on = on; }
 
 double cuda_kernel_ms() { return std::exchange(timing.ms, 0.0); }
 
-const BackendOps kCudaOps{cuda_alloc, cuda_upload, cuda_download, cuda_separable, cuda_quantize};
+const BackendOps kCudaOps{cuda_alloc,   cuda_upload,    cuda_download,
+                          cuda_copy_in, cuda_separable, cuda_quantize};
 
 }  // namespace fi

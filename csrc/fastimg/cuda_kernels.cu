@@ -105,6 +105,40 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// 16-bit and float pixels as premultiplied floats in rows `pitch` floats
+// apart, the form the stages take between them (load_px).
+template <int C, class Px>
+__global__ void to_floats_kernel(const Px* src, int w, int h, float* dst, size_t pitch) {
+  const size_t n = static_cast<size_t>(h) * w;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const size_t y = i / w, x = i % w;
+    load_px<C, Px>(src + i * C, dst + y * pitch + x * C);
+  }
+}
+
+// And back, finished (store_px).
+template <int C, class Px>
+__global__ void from_floats_kernel(const float* src, size_t pitch, int w, int h, Px* dst) {
+  const size_t n = static_cast<size_t>(h) * w;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const size_t y = i / w, x = i % w;
+    store_px<C, Px>(src + y * pitch + x * C, dst + i * C);
+  }
+}
+
+// Quantisation of 16-bit and float pixels, one per thread (quantize_pixel).
+template <class Px>
+__global__ void quantize_pixels_kernel(const Px* src, Dims d, Px* dst, int levels, bool dither) {
+  const size_t n = static_cast<size_t>(d.h) * d.w;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const int y = static_cast<int>(i / d.w), x = static_cast<int>(i % d.w);
+    quantize_pixel<Px>(src + i * d.c, dst + i * d.c, d.c, levels, x, y, dither);
+  }
+}
+
 // The start-up probe: a formula of pixel.h per element, which the host checks.
 __global__ void probe_kernel(uint8_t* out, int n) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
@@ -144,8 +178,10 @@ void stage(const In* src, size_t src_pitch, Dims in, Out* dst, size_t dst_pitch,
   launch_stage<C>(src, dst, g, t, s.count * chunks);
 }
 
-template <int C>
-void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const Plan& plan,
+// From T to T: 8-bit pixels in packed rows, or premultiplied floats in rows
+// src_pitch and dst_pitch floats apart.
+template <int C, class T>
+void run_stages(const T* src, size_t src_pitch, Dims in, T* dst, size_t dst_pitch, const Plan& plan,
                 const DevicePlan& tables) {
   // Between stages the image stays in premultiplied floats, as on the CPU.
   std::shared_ptr<float> cur, next;
@@ -156,14 +192,12 @@ void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const Plan& plan,
     const bool first = i == 0, last = i + 1 == plan.stages.size();
     const size_t next_pitch = float_pitch(s.horizontal.n_out, C);
     if (!last) next = device_array<float>(s.vertical.n_out * next_pitch);
-    const size_t packed = static_cast<size_t>(in.w) * C,
-                 out_packed = s.horizontal.n_out * size_t{C};
     if (first && last)
-      stage<C>(src, packed, in, dst, out_packed, s, t);
+      stage<C>(src, src_pitch, in, dst, dst_pitch, s, t);
     else if (first)
-      stage<C>(src, packed, in, next.get(), next_pitch, s, t);
+      stage<C>(src, src_pitch, in, next.get(), next_pitch, s, t);
     else if (last)
-      stage<C>(cur.get(), cur_pitch, in, dst, out_packed, s, t);
+      stage<C>(cur.get(), cur_pitch, in, dst, dst_pitch, s, t);
     else
       stage<C>(cur.get(), cur_pitch, in, next.get(), next_pitch, s, t);
     in = {s.vertical.n_out, s.horizontal.n_out, C};
@@ -172,21 +206,53 @@ void run_stages(const uint8_t* src, Dims in, uint8_t* dst, const Plan& plan,
   }
 }
 
-}  // namespace
-
-void run_separable(const uint8_t* src, Dims in, uint8_t* dst, const Plan& plan,
-                   const DevicePlan& tables) {
-  if (in.c == 1) run_stages<1>(src, in, dst, plan, tables);
-  if (in.c == 3) run_stages<3>(src, in, dst, plan, tables);
-  if (in.c == 4) run_stages<4>(src, in, dst, plan, tables);
+template <int C, class Px>
+void run_pixels(const Px* src, Dims in, Px* dst, const Plan& plan, const DevicePlan& tables) {
+  const int out_w = plan.stages.back().horizontal.n_out, out_h = plan.stages.back().vertical.n_out;
+  if constexpr (std::is_same_v<Px, uint8_t>) {
+    run_stages<C>(src, static_cast<size_t>(in.w) * C, in, dst, static_cast<size_t>(out_w) * C, plan,
+                  tables);
+  } else {
+    // 16-bit and float images: through premultiplied floats, as the stages
+    // between the first and the last of a chain take them.
+    const size_t in_pitch = float_pitch(in.w, C), out_pitch = float_pitch(out_w, C);
+    const auto a = device_array<float>(in.h * in_pitch);
+    const auto b = device_array<float>(out_h * out_pitch);
+    launch(to_floats_kernel<C, Px>, static_cast<size_t>(in.h) * in.w, src, in.w, in.h, a.get(),
+           in_pitch);
+    run_stages<C>(static_cast<const float*>(a.get()), in_pitch, in, b.get(), out_pitch, plan,
+                  tables);
+    launch(from_floats_kernel<C, Px>, static_cast<size_t>(out_h) * out_w,
+           static_cast<const float*>(b.get()), out_pitch, out_w, out_h, dst);
+  }
 }
 
-void run_quantize(const uint8_t* src, Dims d, uint8_t* dst, int levels, bool dither) {
+}  // namespace
+
+void run_separable(const void* src, Dims in, void* dst, const Plan& plan,
+                   const DevicePlan& tables) {
+  with_pixel_type(in.type, [&](auto px) {
+    typedef decltype(px) Px;
+    const Px* s = static_cast<const Px*>(src);
+    Px* d = static_cast<Px*>(dst);
+    if (in.c == 1) run_pixels<1>(s, in, d, plan, tables);
+    if (in.c == 3) run_pixels<3>(s, in, d, plan, tables);
+    if (in.c == 4) run_pixels<4>(s, in, d, plan, tables);
+  });
+}
+
+void run_quantize(const void* src, Dims d, void* dst, int levels, bool dither) {
+  if (d.type != PixelType::U8)
+    return with_pixel_type(d.type, [&](auto px) {
+      typedef decltype(px) Px;
+      launch(quantize_pixels_kernel<Px>, static_cast<size_t>(d.h) * d.w,
+             static_cast<const Px*>(src), d, static_cast<Px*>(dst), levels, dither);
+    });
   const auto table = quantize_table(levels, dither);  // kept by the cache for the process
   const int rows = dither ? 64 : 1;
   const size_t chunks = (d.bytes() + 15) / 16;
-  launch_blocks(quantize_kernel, grid_for(chunks), static_cast<size_t>(rows) * 256, src, d, dst,
-                table.get(), rows);
+  launch_blocks(quantize_kernel, grid_for(chunks), static_cast<size_t>(rows) * 256,
+                static_cast<const uint8_t*>(src), d, static_cast<uint8_t*>(dst), table.get(), rows);
 }
 
 void run_probe(uint8_t* out, int n) { launch(probe_kernel, n, out, n); }

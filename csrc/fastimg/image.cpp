@@ -25,12 +25,18 @@ Image Image::upload(const uint8_t* pixels, Dims dims, Backend backend) {
   return img;
 }
 
+Image Image::copy_of(const uint8_t* pixels, Dims dims, Backend backend, uintptr_t producer) {
+  Image img(dims, backend);
+  ops(backend).copy_in(img.data_, pixels, dims.bytes(), producer);
+  return img;
+}
+
 void Image::download(uint8_t* dst) const { ops(backend_).download(dst, data_, dims_.bytes()); }
 
 void Image::separable_into(Image& dst, const PlanPtr& plan) const {
   const Stage& last = plan->stages.back();
-  if (dst.backend_ != backend_ || dst.dims_.c != dims_.c || dst.dims_.w != last.horizontal.n_out ||
-      dst.dims_.h != last.vertical.n_out)
+  if (dst.backend_ != backend_ || dst.dims_.c != dims_.c || dst.dims_.type != dims_.type ||
+      dst.dims_.w != last.horizontal.n_out || dst.dims_.h != last.vertical.n_out)
     throw std::invalid_argument("destination image does not match the operation");
   ops(backend_).separable(data_, dims_, dst.data_, plan);
 }
@@ -40,7 +46,8 @@ void Image::resize_into(Image& dst, Filter filter) const {
 }
 
 void Image::gaussian_blur_into(Image& dst, double sigma) const {
-  separable_into(dst, blur_plan(dims_.w, dims_.h, sigma));
+  // The coarse grid's error is a third of an 8-bit level: only 8-bit images take it.
+  separable_into(dst, blur_plan(dims_.w, dims_.h, sigma, dims_.type == PixelType::U8));
 }
 
 void Image::quantize_into(Image& dst, int levels, bool dither) const {
@@ -51,7 +58,7 @@ void Image::quantize_into(Image& dst, int levels, bool dither) const {
 }
 
 Image Image::resize(int width, int height, Filter filter) const {
-  Image dst({height, width, dims_.c}, backend_);
+  Image dst({height, width, dims_.c, dims_.type}, backend_);
   resize_into(dst, filter);
   return dst;
 }

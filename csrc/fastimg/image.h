@@ -21,9 +21,13 @@ class Image {
   // Shares host pixels whose owner the pointer's deleter releases.
   static Image host_shared(std::shared_ptr<uint8_t> pixels, Dims dims);
   static Image upload(const uint8_t* pixels, Dims dims, Backend backend);
+  // A copy of pixels already in the backend's memory (BackendOps::copy_in).
+  static Image copy_of(const uint8_t* pixels, Dims dims, Backend backend, uintptr_t producer);
 
   Dims dims() const { return dims_; }
   Backend backend() const { return backend_; }
+  // The pixels, in the backend's memory, kept alive by the pointer.
+  const std::shared_ptr<uint8_t>& data() const { return data_; }
   void download(uint8_t* dst) const;
 
   Image resize(int width, int height, Filter filter) const;

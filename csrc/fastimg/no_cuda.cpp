@@ -26,6 +26,7 @@ const BackendOps kCudaOps{
     [](size_t) -> std::shared_ptr<uint8_t> { no_cuda(); },
     [](const std::shared_ptr<uint8_t>&, const uint8_t*, size_t) { no_cuda(); },
     [](uint8_t*, const std::shared_ptr<uint8_t>&, size_t) { no_cuda(); },
+    [](const std::shared_ptr<uint8_t>&, const uint8_t*, size_t, uintptr_t) { no_cuda(); },
     [](const std::shared_ptr<uint8_t>&, Dims, const std::shared_ptr<uint8_t>&, const PlanPtr&) {
       no_cuda();
     },

@@ -194,11 +194,11 @@ Sweep make_sweep(const PassView& p, int out_begin, int out_end, int max_slots) {
   return s;
 }
 
-std::vector<Stage> gaussian_stages(int w, int h, double sigma) {
+std::vector<Stage> gaussian_stages(int w, int h, double sigma, bool coarse) {
   // sigma / factor >= 3 coarse samples keeps the interpolation error under a
   // third of a level (measured on photos, noise and hard edges).
   const int factor = static_cast<int>(sigma / 3.0);
-  if (factor < 2) return {{gaussian_pass(w, w, sigma), gaussian_pass(h, h, sigma)}};
+  if (factor < 2 || !coarse) return {{gaussian_pass(w, w, sigma), gaussian_pass(h, h, sigma)}};
   const int cw = (w + factor - 1) / factor, ch = (h + factor - 1) / factor;
   std::vector<Stage> stages;
   stages.push_back({gaussian_pass(w, cw, sigma), gaussian_pass(h, ch, sigma)});

@@ -74,7 +74,9 @@ struct Stage {
 // The stages of a Gaussian blur of a w x h image. A wide blur is evaluated on
 // a grid coarser by a factor of about sigma / 3 and interpolated back: the
 // blurred image has no detail the coarse grid cannot carry, and this is 2-6x
-// less work (docs/kernels.md has the error analysis).
-std::vector<Stage> gaussian_stages(int w, int h, double sigma);
+// less work (docs/kernels.md has the error analysis). That error, a third of
+// an 8-bit level, is too much for 16-bit and float images: `coarse` false
+// keeps every blur one exact stage.
+std::vector<Stage> gaussian_stages(int w, int h, double sigma, bool coarse = true);
 
 }  // namespace fi

@@ -14,7 +14,7 @@ namespace {
 // What a plan depends on: the operation, its sizes and its parameter (the
 // filter, or sigma's bits).
 using Key = std::tuple<int, int, int, int, int, uint64_t>;
-enum Kind { kResize, kBlur };
+enum Kind { kResize, kBlur, kExactBlur };
 
 size_t bytes_of(const Plan& p) {
   size_t n = sizeof p;
@@ -89,11 +89,11 @@ PlanPtr resize_plan(int in_w, int in_h, int out_w, int out_h, Filter filter) {
   });
 }
 
-PlanPtr blur_plan(int w, int h, double sigma) {
+PlanPtr blur_plan(int w, int h, double sigma, bool coarse) {
   uint64_t bits = 0;
   std::memcpy(&bits, &sigma, sizeof bits);
-  const Key key{kBlur, w, h, w, h, bits};
-  return cache().get(key, [&] { return gaussian_stages(w, h, sigma); });
+  const Key key{coarse ? kBlur : kExactBlur, w, h, w, h, bits};
+  return cache().get(key, [&] { return gaussian_stages(w, h, sigma, coarse); });
 }
 
 }  // namespace fi

@@ -22,7 +22,7 @@ using PlanPtr = std::shared_ptr<const Plan>;
 
 // From a cache of the most recently used geometries.
 PlanPtr resize_plan(int in_w, int in_h, int out_w, int out_h, Filter filter);
-PlanPtr blur_plan(int w, int h, double sigma);
+PlanPtr blur_plan(int w, int h, double sigma, bool coarse);
 // A plan of the caller's stages, not cached (chains of steps built by hand).
 PlanPtr make_plan(std::vector<Stage> stages);
 

@@ -1,6 +1,8 @@
 """fastimg: image kernels (resize, Gaussian blur, quantise) on CUDA and CPU.
 
-Images are numpy uint8 arrays shaped (H, W) or (H, W, C), C in 1, 3, 4; sizes
+Images are uint8, uint16 or float32 arrays (numpy, or anything that hands
+its pixels over through DLPack, the buffer protocol or the array interfaces)
+shaped (H, W) or (H, W, C), C in 1, 3, 4; sizes
 are (width, height) as in Pillow. ``backend=None`` picks CUDA when a GPU and
 driver are present and a kernel runs on it, and the CPU otherwise;
 :func:`backends` says which and why. CUDA failures raise :class:`KernelError`:

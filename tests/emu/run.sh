@@ -45,7 +45,7 @@ print("CUDA emulation:", info.describe(), "from", fastimg.__file__)
 PY
 # --capture=sys: sanitizer reports go to file descriptor 2, which pytest's
 # default capture would take with it when ASan aborts the process.
-tests=(tests/test_kernels_cuda.py tests/test_cuda_emu.py -q -p no:cacheprovider --capture=sys)
+tests=(tests/test_kernels_cuda.py tests/test_kernels_device.py tests/test_kernels_dtypes_cuda.py tests/test_cuda_emu.py -q -p no:cacheprovider --capture=sys)
 run python -m pytest "${tests[@]}" >"$build/132-sms.log" 2>&1 &
 many=$!
 run env FASTIMG_EMU_SMS=1 python -m pytest "${tests[@]}" >"$build/1-sm.log" 2>&1 &
