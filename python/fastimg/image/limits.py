@@ -18,3 +18,6 @@ class Limits:
     max_pixels: int = 120_000_000  # checked from the header, before decoding
     max_frames: int = 2000  # animations: only the first frame is used, but all are scanned
     input_formats: tuple[str, ...] = DEFAULT_INPUT_FORMATS  # names as formats.DECODABLE_FORMATS spells them
+    # Damaged image data (cut short, corrupt) is ``corrupt-image`` unless this
+    # (--keep-partial) or the job's keepPartial asks for what could be decoded.
+    keep_partial: bool = False
