@@ -74,6 +74,17 @@ def png_flipped_idat() -> bytes:
     return bytes(data)
 
 
+def tiff_taller_header() -> bytes:
+    """An uncompressed TIFF whose ImageLength is raised past the rows its strip holds."""
+    data = bytearray(encoded("TIFF"))
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for i in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+        at = ifd + 2 + 12 * i
+        if struct.unpack("<H", data[at : at + 2])[0] == 257:  # ImageLength, a SHORT here
+            data[at + 8 : at + 10] = struct.pack("<H", 640)
+    return bytes(data)
+
+
 def test_pillow_keeps_refusing_truncated_files():
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
@@ -85,6 +96,7 @@ def test_pillow_keeps_refusing_truncated_files():
         (jpeg_corrupt_entropy, "libjpeg: Corrupt JPEG data"),
         (png_taller_header, "image data ends early"),
         (png_flipped_idat, "IDAT chunk at byte 33 has a wrong checksum"),
+        (tiff_taller_header, "the strips or tiles hold 6144 of the 96x640 pixels"),
     ],
 )
 def test_damaged_image_data_is_corrupt_image_with_the_reason(make, words):

@@ -2,7 +2,8 @@
 entropy data is cut short or corrupt (libjpeg warns, and Pillow silences its
 warnings: the missing rows come out grey), a PNG whose image data holds fewer
 rows than its header promises or whose IDAT checksum is wrong (Pillow checks
-neither: the missing rows come out black). Each check gives the reason, in the
+neither: the missing rows come out black), a TIFF whose strips hold fewer
+rows than its header promises. Each check gives the reason, in the
 decoder's own words where it has some, or None for intact data; bytes after
 complete image data are no damage."""
 
@@ -12,6 +13,7 @@ import struct
 import zlib
 
 import simplejpeg
+from PIL import ImageFile
 
 # libjpeg's warnings about the image data itself (JWRN_HIT_MARKER,
 # JWRN_JPEG_EOF, JWRN_HUFF_BAD_CODE, JWRN_NOT_SEQUENTIAL, ...); its other
@@ -95,10 +97,28 @@ def _inflated(inflate: zlib._Decompress, body: bytes, wanted: int) -> int:
     return got
 
 
-def damage(data: bytes, fmt: str) -> str | None:
-    """Damage in the image data of a file of Pillow format ``fmt`` that its decoder would not report."""
-    if fmt in ("JPEG", "MPO"):
+def tiff_damage(im: ImageFile.ImageFile) -> str | None:
+    """Strips or tiles that leave part of the image out (an ImageLength raised
+    past the rows the strips hold): Pillow decodes what there is and leaves
+    the rest black. Checked before loading, from the tiles Pillow will decode."""
+    if any(tile.codec_name == "libtiff" for tile in im.tile):
+        return None  # one tile for libtiff, which reads the strips itself and says when one is short
+    width, height = im.size
+    covered = 0
+    for tile in im.tile:
+        x0, y0, x1, y1 = tile.extents or (0, 0, width, height)
+        covered += max(0, min(x1, width) - max(x0, 0)) * max(0, min(y1, height) - max(y0, 0))
+    if covered < width * height:
+        return f"the strips or tiles hold {covered} of the {width}x{height} pixels the header promises"
+    return None
+
+
+def damage(data: bytes, im: ImageFile.ImageFile) -> str | None:
+    """Damage in the image data of ``im`` (opened, not loaded) that its decoder would not report."""
+    if im.format in ("JPEG", "MPO"):
         return jpeg_damage(data)
-    if fmt == "PNG":
+    if im.format == "PNG":
         return png_damage(data)
+    if im.format == "TIFF":
+        return tiff_damage(im)
     return None

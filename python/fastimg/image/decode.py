@@ -230,7 +230,7 @@ def _decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits, keep_parti
         im.close()
         raise PermanentError("too-large", f"image has {frames} frames, limit {limits.max_frames}")
     with im:
-        reason = _damaged(damage(data, im.format or ""), keep_partial)
+        reason = _damaged(damage(data, im), keep_partial)
         width, height = im.size
         if "decodermaxblock" not in vars(im):  # FLI bounds each frame's read by its own size: kept
             # Decode in one call, not one per 64 KiB: Pillow takes the GIL back
