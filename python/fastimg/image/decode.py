@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 from PIL import IcnsImagePlugin, IcoImagePlugin, Image, ImageFile, UnidentifiedImageError
 
-from . import pixels
+from . import pixels, svg
 from .damage import damage
 from .diagnostics import Caught, caught_warnings, with_warnings
 from .errors import JobError, PermanentError, TransientError
 from .limits import Limits
 from .pixels import bands
 from .sniff import IDENTIFIABLE_FORMATS, identify, incomplete_signature
-from .spec import OutputSpec, fit_inside
+from .spec import MAX_OUTPUT_SIDE, OutputSpec, fit_inside
 from .wide import rawmode
 
 log = logging.getLogger("fastimg.image.decode")
@@ -80,8 +80,6 @@ def _open(data: bytes, limits: Limits) -> ImageFile.ImageFile:
         raise TransientError("corrupt-image", f"input ends after {len(data)} bytes, inside a {partial} signature")
     accepted = ", ".join(limits.input_formats)
     kind = identify(data[:4096])
-    if kind == "svg":
-        raise PermanentError("unsupported-format", "SVG images are not rasterised by this worker")
     if kind in limits.input_formats:
         candidates = [kind]
     elif kind is not None:
@@ -137,6 +135,9 @@ def _check_size(width: int, height: int, limits: Limits) -> None:
 def header(data: bytes, limits: Limits = Limits()) -> Header:
     """The input's header, with the same format, size and side checks as
     :func:`decode`, which raises the same JobError for a file it cannot open."""
+    if _is_svg(data, limits):
+        width, height = (max(1, round(v)) for v in svg.intrinsic_size(data))
+        return Header("SVG", *fit_inside(width, height, MAX_OUTPUT_SIDE, MAX_OUTPUT_SIDE), 4, 1)
     with caught_warnings() as caught:
         try:
             im = _open(data, limits)
@@ -202,12 +203,23 @@ def decode_image(
     recovers from (cut short, corrupt) gives what was decoded, and why."""
     with caught_warnings() as caught:
         try:
-            decoded = _decode(data, specs, limits, keep_partial, caught)
+            decoded = _svg(data, specs) if _is_svg(data, limits) else _decode(data, specs, limits, keep_partial, caught)
         except Exception as e:  # noqa: BLE001 - every failure is this input's
             raise with_warnings(_failure(e, "decode the image"), caught) from None
         if caught:
             log.debug("library warnings while decoding: %s", "; ".join(caught))
         return decoded
+
+
+def _is_svg(data: bytes, limits: Limits) -> bool:
+    """An SVG to render: drawn at the size of the largest output, never decoded by Pillow."""
+    return "svg" in limits.input_formats and identify(data[:4096]) == "svg"
+
+
+def _svg(data: bytes, specs: Sequence[OutputSpec]) -> Decoded:
+    width, height = (max(1, round(v)) for v in svg.intrinsic_size(data))
+    sizes = [fit_inside(width, height, s.width, s.height) for s in specs]
+    return Decoded(svg.render(data, max(w for w, _ in sizes), max(h for _, h in sizes)))
 
 
 def _damaged(reason: str | None, keep_partial: bool) -> str | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The seed server's raster image types (SVG, the seventh, is never rasterised).
-DEFAULT_INPUT_FORMATS: tuple[str, ...] = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
+# The seed server's image types (SVG rendered by resvg: image/svg.py).
+DEFAULT_INPUT_FORMATS: tuple[str, ...] = ("jpeg", "png", "gif", "webp", "bmp", "tiff", "svg")
 
 
 @dataclass(frozen=True)
