@@ -12,7 +12,9 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import push, records, running_worker
 from PIL import Image, ImageFile
+from redis_server import wait_for
 
 from fastimg.cli import process as process_command
 from fastimg.image.decode import decode, decode_image
@@ -20,7 +22,7 @@ from fastimg.image.errors import InvalidJob, JobError
 from fastimg.image.limits import Limits
 from fastimg.image.pipeline import process
 from fastimg.image.spec import SPEC_V1
-from fastimg.queue import outcomes
+from fastimg.queue import outcomes, status
 from fastimg.queue.jobs import parse_job
 
 SPECS = [SPEC_V1["thumbnail"]]
@@ -162,9 +164,10 @@ def test_keep_partial_must_be_a_boolean(tmp_path):
 
 def test_the_done_record_says_the_image_is_damaged(tmp_path):
     job = parse_job(json.dumps(job_file(tmp_path, b"", keepPartial=True)))
-    record = outcomes.done(job, [], {"total": 1.0}, 10, "w1", "image data ends early").record
-    assert record["damaged"] == "image data ends early" and "damaged" in outcomes.RECORD_FIELDS
-    assert "damaged" not in outcomes.done(job, [], {"total": 1.0}, 10, "w1").record
+    outcome = outcomes.done(job, [], {"total": 1.0}, 10, "w1", "image data ends early")
+    assert outcome.record["damaged"] == "image data ends early" and "damaged" in outcomes.RECORD_FIELDS
+    assert outcome.status() == ("done", {"outputs": [], "attempts": 1, "damaged": "image data ends early"})
+    assert "damaged" not in outcomes.done(job, [], {"total": 1.0}, 10, "w1").status()[1]
 
 
 def test_process_refuses_by_default_and_keeps_with_the_flag(tmp_path, capsys):
@@ -190,3 +193,19 @@ def test_the_start_of_a_signature_is_an_incomplete_file(fmt, length):
 def test_a_short_file_of_no_known_signature_stays_unsupported():
     assert refused(b"hello").reason == "unsupported-format"
     assert refused(b"\xff\x0a\x00").reason == "unsupported-format"  # JPEG XL's codestream
+
+
+def test_the_worker_retries_damage_and_records_a_kept_partial_image(r, redis_server, uploads):
+    src = uploads / "user1" / "tall.png"
+    src.write_bytes(png_taller_header())
+    out = str(uploads / "user1" / "processed")
+    refused = {"jobId": "tall", "inputPath": str(src), "outputDir": out, "operations": ["thumbnail"]}
+    kept = {**refused, "jobId": "tall-kept", "keepPartial": True}
+    with running_worker(redis_server.url, max_retries=0):
+        push(r, refused, kept)
+        wait_for(lambda: r.llen("image:failed") == 1 and r.llen("image:done") == 1, what="both outcomes")
+    failed = records(r, "image:failed")[0]
+    assert failed["reason"] == "corrupt-image" and "ends early" in failed["error"]
+    done = records(r, "image:done")[0]
+    assert done["jobId"] == "tall-kept" and "ends early" in done["damaged"]
+    assert "ends early" in status.read(r, "tall-kept")["damaged"]

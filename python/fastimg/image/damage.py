@@ -26,6 +26,12 @@ _JPEG_DAMAGE = (
 )
 
 
+def jpeg_warning(e: ValueError) -> str | None:
+    """The damage a strict simplejpeg decode failed for, or None for a failure of another kind."""
+    text = str(e)
+    return f"libjpeg: {text}" if any(w in text.lower() for w in _JPEG_DAMAGE) else None
+
+
 def jpeg_damage(data: bytes) -> str | None:
     """libjpeg-turbo's warning while decoding every scan, or None. Decoded at
     the smallest DCT scale in grey: the entropy decoder, which is what warns,
@@ -33,10 +39,8 @@ def jpeg_damage(data: bytes) -> str | None:
     try:
         simplejpeg.decode_jpeg(data, colorspace="GRAY", min_height=1, min_width=1, min_factor=8, strict=True)
     except ValueError as e:
-        text = str(e)
-        if any(w in text.lower() for w in _JPEG_DAMAGE):
-            return f"libjpeg: {text}"
-    return None  # a failure of another kind is left to the decoder that makes the pixels
+        return jpeg_warning(e)  # a failure of another kind is left to the decoder that makes the pixels
+    return None
 
 
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by PNG colour type

@@ -22,6 +22,7 @@ from .limits import Limits
 from .pixels import bands
 from .sniff import IDENTIFIABLE_FORMATS, identify, incomplete_signature
 from .spec import MAX_OUTPUT_SIDE, OutputSpec, fit_inside
+from .turbo import decode_jpeg
 from .wide import rawmode
 
 log = logging.getLogger("fastimg.image.decode")
@@ -242,6 +243,10 @@ def _decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits, keep_parti
         im.close()
         raise PermanentError("too-large", f"image has {frames} frames, limit {limits.max_frames}")
     with im:
+        if im.format in ("JPEG", "MPO") and im.mode in ("RGB", "L"):
+            turbo = decode_jpeg(im, data, specs, keep_partial)
+            if turbo is not None:
+                return Decoded(*turbo)
         reason = _damaged(damage(data, im), keep_partial)
         width, height = im.size
         if "decodermaxblock" not in vars(im):  # FLI bounds each frame's read by its own size: kept

@@ -53,7 +53,7 @@ def orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and value in TRANSPOSE else 1
 
 
-def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
+def to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
     """``im`` (loaded) converted from its ICC profile to sRGB."""
     # A grey profile changes tone only, and sRGB has no grey space to map it to.
     if not icc or im.mode not in ("RGB", "RGBA", "CMYK"):
@@ -101,5 +101,5 @@ def load_pixels(im: ImageFile.ImageFile, data: bytes) -> tuple[Image.Image, int]
         out = cast(Image.Image, ImageCms.applyTransform(out, lab))  # not in place: always an image
     elif out.mode not in ("RGB", "RGBA", "CMYK", "L", target):
         out = out.convert(target)  # palette, premultiplied, YCbCr...: first to the colours a profile describes
-    out = _to_srgb(out, icc)
+    out = to_srgb(out, icc)
     return (out if out.mode == target else out.convert(target)), upright

@@ -70,7 +70,8 @@ class Outcome:
         (docs/operations.md)."""
         r = self.record
         if self.list == "done":
-            return "done", {"outputs": r["outputs"], "attempts": r["attempts"]}
+            damaged = {"damaged": r["damaged"]} if "damaged" in r else {}
+            return "done", {"outputs": r["outputs"], "attempts": r["attempts"], **damaged}
         if self.list == "retry":
             return "retrying", {
                 "reason": r["lastReason"],
