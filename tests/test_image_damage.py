@@ -51,6 +51,14 @@ def jpeg_cut_with_eoi() -> bytes:
     return data[: len(data) // 2] + b"\xff\xd9"
 
 
+def cmyk_jpeg_cut_with_eoi() -> bytes:
+    """CMYK is decoded by Pillow, after a check pass."""
+    buf = io.BytesIO()
+    Image.fromarray(photo(400, 300)).convert("CMYK").save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    return data[: len(data) // 2] + b"\xff\xd9"
+
+
 def jpeg_corrupt_entropy() -> bytes:
     """Zeros over part of the scan: the entropy decoder meets no marker where it should."""
     data = encoded("JPEG", photo(400, 300), quality=90)
@@ -96,6 +104,7 @@ def test_pillow_keeps_refusing_truncated_files():
     [
         (jpeg_cut_with_eoi, "libjpeg: Corrupt JPEG data: premature end of data segment"),
         (jpeg_corrupt_entropy, "libjpeg: Corrupt JPEG data"),
+        (cmyk_jpeg_cut_with_eoi, "libjpeg: Corrupt JPEG data: premature end of data segment"),
         (png_taller_header, "image data ends early"),
         (png_flipped_idat, "IDAT chunk at byte 33 has a wrong checksum"),
         (tiff_taller_header, "the strips or tiles hold 6144 of the 96x640 pixels"),
@@ -120,6 +129,8 @@ def test_keep_partial_gives_the_decoded_part_and_says_why():
     assert decoded.pixels[64:].max() == 0
     jpeg = decode_image(jpeg_cut_with_eoi(), SPECS, Limits(), keep_partial=True)
     assert jpeg.pixels.shape[:2] == (64, 96) and jpeg.damage.startswith("libjpeg: ")
+    cmyk = decode_image(cmyk_jpeg_cut_with_eoi(), SPECS, Limits(), keep_partial=True)
+    assert cmyk.pixels.shape[:2] == (300, 400) and cmyk.damage.startswith("libjpeg: ")
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"])
