@@ -43,6 +43,7 @@ def test_the_size_comes_from_width_height_or_the_viewbox_and_is_bounded_by_the_o
     assert decode(huge, SPECS).shape == (640, 1280, 4)  # the largest output, not a 500 Gpx canvas
     assert (header(huge).width, header(huge).height) == (16384, 8192)
     assert estimate(header(huge), SPECS, len(huge)) < 200 << 20
+    assert header(drawing(HALVES, 'width="120" height="60" viewBox="0 0 abc"')).width == 120
 
 
 def test_an_svg_job_makes_the_three_outputs(tmp_path):

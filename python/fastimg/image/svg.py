@@ -125,7 +125,10 @@ def intrinsic_size(data: bytes) -> tuple[float, float]:
         # Most often an upload still arriving: retried like any truncated file.
         raise TransientError("corrupt-image", f"cannot parse the SVG: {e}") from None
     root = reader.root or {}
-    box = [float(v) for v in re.split(r"[\s,]+", root.get("viewBox", "").strip()) if v][:4]
+    try:
+        box = [float(v) for v in re.split(r"[\s,]+", root.get("viewBox", "").strip()) if v][:4]
+    except ValueError:
+        box = []  # a viewBox that is not four numbers is ignored, as renderers ignore it
     width, height = _length(root.get("width")), _length(root.get("height"))
     if len(box) == 4 and box[2] > 0 and box[3] > 0:
         ratio = box[2] / box[3]
