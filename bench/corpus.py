@@ -3,6 +3,13 @@ one child process per file with a timeout and a memory cap, next to what
 Pillow and pyvips decode:
 
     python bench/corpus.py /work/corpora/* [--timeout 60] [--mem-mb 4096] [-j 2] [--json out.json]
+    python bench/corpus.py --fuzz 12 [--seed 1]
+
+With --fuzz N, the files are instead N seeded mutants of each class of each
+small seed image (bench/mutants.py), each classified as ``same`` (outputs
+written, the thumbnail within 1/255 of the unmutated seed's), ``differs``
+(outputs written, the thumbnail not the seed's) or its failure reason; a table
+per class of mutation is printed.
 
 Each file is classified as
   ok          outputs written, and the thumbnail's mean colour and alpha (as
@@ -185,6 +192,42 @@ def run_process(path: Path, tolerance: float) -> dict:
     }
 
 
+def fuzz_process(path: Path, original: Path) -> dict:
+    """A mutant through `process`: its failure reason, or whether its thumbnail is the original's."""
+    result = run_process(path, tolerance=0.0)
+    if result["class"] not in ("ok", "ok*", "wrong"):
+        return result
+
+    def thumb(p: Path) -> np.ndarray:
+        return render(decode(p.read_bytes(), [SPEC_V1["thumbnail"]], Limits()), ["thumbnail"], SPEC_V1)["thumbnail"]
+
+    a, b = thumb(path), thumb(original)
+    same = a.shape == b.shape and float(np.abs(a.astype(np.float64) - b).mean()) <= 1.0
+    return {"class": "same" if same else "differs"}
+
+
+def fuzz(per_class: int, seed: int, timeout: float, mem_mb: int) -> int:
+    """Seeded mutants through `process`; a table of outcomes per class of mutation."""
+    import mutants
+
+    with tempfile.TemporaryDirectory() as d:
+        made = mutants.write_mutants(Path(d), per_class, seed)
+        rows = []
+        for path, cls, original in made:
+            row = in_child(lambda path=path, o=original: fuzz_process(path, Path(d) / o), timeout, mem_mb)
+            rows.append((cls, str(row.get("class", "traceback" if "traceback" in row else "?"))))
+    outcomes = sorted({o for _, o in rows}, key=lambda o: (o not in ("same", "differs"), o))
+    print(f"{len(rows)} mutants of {len(mutants.seeds())} seed files, seed {seed}")
+    print("| mutation | mutants | " + " | ".join(outcomes) + " |")
+    print("|---|---|" + "---|" * len(outcomes))
+    for cls in [*mutants.CLASSES, "all"]:
+        group = [o for c, o in rows if cls in ("all", c)]
+        counts = collections.Counter(group)
+        print(f"| {cls} | {len(group)} | " + " | ".join(str(counts[o]) for o in outcomes) + " |")
+    bad = sum(o in ("traceback", "crash", "hang", "?") for _, o in rows)
+    return 1 if bad else 0
+
+
 def pillow_decodes(path: Path) -> dict:
     with Image.open(path) as im:
         im.load()
@@ -200,7 +243,9 @@ def vips_decodes(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("dirs", nargs="+")
+    p.add_argument("dirs", nargs="*")
+    p.add_argument("--fuzz", type=int, metavar="N", help="run N mutants per class and seed file (bench/mutants.py)")
+    p.add_argument("--seed", type=int, default=1, help="the mutants' random seed (default 1)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per file and decoder (default 60)")
     p.add_argument("--mem-mb", type=int, default=4096, help="address-space cap per child (default 4096)")
     p.add_argument("--tolerance", type=float, default=2.0, help="mean colour/alpha difference allowed, in 0..255")
@@ -208,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="FILE", help="write every file's result here")
     p.add_argument("--list", action="store_true", help="print each file that is not ok, with its message")
     args = p.parse_args(argv)
+    if args.fuzz:
+        return fuzz(args.fuzz, args.seed, args.timeout, args.mem_mb)
+    if not args.dirs:
+        p.error("give corpus directories, or --fuzz N")
 
     try:
         import pyvips  # noqa: F401

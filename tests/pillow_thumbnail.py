@@ -39,6 +39,10 @@ def reference_thumbnail(data: bytes, box: int = 320) -> np.ndarray:
             key = im.info.get("transparency")  # a PNG colour key matches the 16-bit value
             alpha = np.where(wide == key, 0, 255).astype(np.uint8) if isinstance(key, int) else np.full_like(grey, 255)
             im = Image.fromarray(np.dstack([grey, grey, grey, alpha]), "RGBA")
+        depth = data[24] if data.startswith(b"\x89PNG") and len(data) > 24 else 8  # IHDR's bit depth
+        if im.mode == "L" and depth < 8 and isinstance(im.info.get("transparency"), int):
+            # Pillow scales 1-, 2- and 4-bit grey samples to 8 bits, not their colour key.
+            im.info["transparency"] *= 255 // (2**depth - 1)
         im = im.convert("RGBA")
         # Pillow resamples RGBA premultiplied, so transparent pixels' colour does not bleed.
         return np.asarray(im.resize(fit_inside(im.width, im.height, box), Image.Resampling.LANCZOS))

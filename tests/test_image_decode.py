@@ -255,8 +255,9 @@ EXTERNAL_SVG = b"""<?xml version="1.0"?>
 <image xlink:href="http://169.254.169.254/latest/meta-data" width="100" height="100"/></svg>"""
 BOMB_SVG = b"""<?xml version="1.0"?>
 <!DOCTYPE svg [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">
-<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">]>
-<svg xmlns="http://www.w3.org/2000/svg"><text>&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;</text></svg>"""
+<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">
+<!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;"><!ENTITY f "&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;">]>
+<svg xmlns="http://www.w3.org/2000/svg"><text>&f;&f;&f;&f;&f;&f;&f;&f;&f;&f;</text></svg>"""
 
 
 def hostile_inputs():
@@ -273,7 +274,7 @@ def hostile_inputs():
             "unsupported-format",
         ),
         "svg-external-reference": (EXTERNAL_SVG, "unsupported-format"),
-        "svg-entity-bomb": (BOMB_SVG, "unsupported-format"),
+        "svg-entity-bomb": (BOMB_SVG, "too-large"),
     }
 
 

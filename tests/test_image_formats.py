@@ -56,7 +56,6 @@ def test_a_file_in_an_accepted_format_is_parsed_by_that_format_only(monkeypatch)
 def test_format_names_are_checked():
     assert parse_input_formats(" JPEG, png ,avif") == ("jpeg", "png", "avif")
     for name, why in [
-        ("svg", "never rasterised"),
         ("wmf", "only identifies"),
         ("grib", "only identifies"),
         ("heic", "not a format Pillow reads"),

@@ -57,7 +57,7 @@ def test_memory_error_anywhere_in_a_job_is_out_of_memory(monkeypatch, tmp_path):
     def no_memory(*_a, **_k):
         raise MemoryError
 
-    monkeypatch.setattr(pipeline, "decode", no_memory)
+    monkeypatch.setattr(pipeline, "decode_image", no_memory)
     with pytest.raises(ResourceExhausted) as e:
         pipeline.process(
             parse_job(

@@ -156,7 +156,7 @@ def test_retries_until_failed_with_backoff(r, redis_server, uploads):
     "kind, reason",
     [
         ("text", "unsupported-format"),
-        ("svg", "unsupported-format"),
+        ("svg", "unsupported-format"),  # one that refers to a file outside the upload
         ("huge", "too-large"),
         ("directory", "not-a-file"),
         ("fifo", "not-a-file"),
@@ -169,7 +169,10 @@ def test_errors_that_cannot_succeed_later_fail_at_once(r, redis_server, uploads,
     if kind == "text":
         open(path, "w").write("hello, not an image")
     elif kind == "svg":
-        open(path, "w").write('<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>')
+        open(path, "w").write(
+            '<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+            '<image href="/etc/passwd" width="10" height="10"/></svg>'
+        )
     elif kind == "huge":
         make_photo(uploads / "user1" / f"bad-{kind}.jpg", size=(400, 300))
     elif kind == "directory":

@@ -71,6 +71,12 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
         "docs/outputs.md); others fail with unsupported-format before any decoder reads them",
     )
     p.add_argument(
+        "--keep-partial",
+        action="store_true",
+        help="make outputs from damaged image data (cut short, corrupt) instead of failing with corrupt-image; "
+        "the outcome says the image is damaged (a job's keepPartial wins)",
+    )
+    p.add_argument(
         "--max-frames",
         type=positive_int,
         default=Limits.max_frames,

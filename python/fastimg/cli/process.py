@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, SpecError) as e:
         print(f"gpu-image-worker process: error: {e}", file=sys.stderr)
         return 2
-    limits = Limits(args.max_input_bytes, args.max_pixels, args.max_frames, args.input_formats)
+    limits = Limits(args.max_input_bytes, args.max_pixels, args.max_frames, args.input_formats, args.keep_partial)
     jobs, failures = _jobs(args.photos, out_dir, ops, spec)
     progress = Progress(len(args.photos))
     for _ in failures:
@@ -112,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         made = [o for o in outputs if o.operation == op]
         if made:
             print(f"  {op:<12} {len(made):>5} files {_human(sum(o.bytes for o in made)):>10}")
+    damaged = sorted((photo, r.damage) for photo, r in results if r.damage)
+    if damaged:
+        print("damaged (outputs made from what could be decoded):")
+        for photo, why in damaged:
+            print(f"  {photo}: {why}")
     if failures:
         print("failed:")
         for photo, reason, message in sorted(failures):

@@ -207,7 +207,7 @@ def main(argv: Sequence[str]) -> int:
         shutdown_timeout=args.shutdown_timeout,
         done_cap=args.done_cap,
         failed_cap=args.failed_cap,
-        limits=Limits(args.max_input_bytes, args.max_pixels, args.max_frames, args.input_formats),
+        limits=Limits(args.max_input_bytes, args.max_pixels, args.max_frames, args.input_formats, args.keep_partial),
         spec=spec,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,

@@ -42,6 +42,9 @@ def estimate(h: Header, specs: Sequence[OutputSpec], input_bytes: int) -> int:
     real peak in tests/test_image_admission.py."""
     scale = _jpeg_scale(h, specs) if h.format == "JPEG" else 1
     pixels = math.ceil(h.width / scale) * math.ceil(h.height / scale)
+    if h.format == "SVG":  # drawn at the largest output's size (image/svg.py)
+        sizes = [fit_inside(h.width, h.height, s.width, s.height) for s in specs]
+        pixels = max(w for w, _ in sizes) * max(hh for _, hh in sizes)
     per_pixel = (4 if h.bands >= 3 else 1) * h.bytes_per_sample * _DECODE_COPIES
     if h.bytes_per_sample > 1:
         per_pixel += 32 * h.bands  # 16-bit rounding works on wide integers or floats, with temporaries

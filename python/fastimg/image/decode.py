@@ -9,17 +9,21 @@ import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
+from PIL import IcnsImagePlugin, IcoImagePlugin, Image, ImageFile, UnidentifiedImageError
 
-from .diagnostics import caught_warnings, with_warnings
+from . import pixels, svg
+from .damage import damage
+from .diagnostics import Caught, caught_warnings, with_warnings
 from .errors import JobError, PermanentError, TransientError
 from .limits import Limits
-from .sniff import IDENTIFIABLE_FORMATS, identify
-from .spec import OutputSpec, fit_inside
-from .wide import decode_16bit, rawmode
+from .pixels import bands
+from .sniff import IDENTIFIABLE_FORMATS, identify, incomplete_signature
+from .spec import MAX_OUTPUT_SIDE, OutputSpec, fit_inside
+from .turbo import decode_jpeg
+from .wide import rawmode
 
 log = logging.getLogger("fastimg.image.decode")
 
@@ -72,10 +76,11 @@ def _open(data: bytes, limits: Limits) -> ImageFile.ImageFile:
     if not data:
         # Most often an upload still being written: retried like a truncated file.
         raise TransientError("corrupt-image", "input file is empty")
+    partial = incomplete_signature(data)
+    if partial:
+        raise TransientError("corrupt-image", f"input ends after {len(data)} bytes, inside a {partial} signature")
     accepted = ", ".join(limits.input_formats)
     kind = identify(data[:4096])
-    if kind == "svg":
-        raise PermanentError("unsupported-format", "SVG images are not rasterised by this worker")
     if kind in limits.input_formats:
         candidates = [kind]
     elif kind is not None:
@@ -128,21 +133,12 @@ def _check_size(width: int, height: int, limits: Limits) -> None:
         raise PermanentError("too-large", f"image is {width}x{height} pixels, limit {limits.max_pixels}")
 
 
-_GREY = ("1", "L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;16BS")
-
-
-def _has_alpha(im: Image.Image) -> bool:
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        return True
-    if "transparency" in im.info:
-        return True
-    palette = im.palette if im.mode == "P" else None
-    return palette is not None and palette.mode == "RGBA"
-
-
 def header(data: bytes, limits: Limits = Limits()) -> Header:
     """The input's header, with the same format, size and side checks as
     :func:`decode`, which raises the same JobError for a file it cannot open."""
+    if _is_svg(data, limits):
+        width, height = (max(1, round(v)) for v in svg.intrinsic_size(data))
+        return Header("SVG", *fit_inside(width, height, MAX_OUTPUT_SIDE, MAX_OUTPUT_SIDE), 4, 1)
     with caught_warnings() as caught:
         try:
             im = _open(data, limits)
@@ -150,39 +146,31 @@ def header(data: bytes, limits: Limits = Limits()) -> Header:
                 _check_header(im, limits)
                 width, height = im.size
                 wide = im.mode.startswith("I") or any(";16" in rawmode(t) for t in im.tile[:1])
-                bands = 4 if _has_alpha(im) else (1 if im.mode in _GREY else 3)
-                return Header(im.format or "", width, height, bands, 2 if wide else 1)
+                return Header(im.format or "", width, height, bands(im), 2 if wide else 1)
         except Exception as e:  # noqa: BLE001 - every failure is this input's
             raise with_warnings(_failure(e, "read the image header"), caught) from None
 
 
-_SRGB = ImageCms.createProfile("sRGB")
-_LAB = ImageCms.createProfile("LAB")
+# Sub-images a container decodes with another format's decoder: (Pillow's
+# signature check, the formats tried). Their own headers give their size.
+_EMBEDDED = ((b"\x89PNG\r\n\x1a\n", ["PNG"]), (b"\xffO\xffQ", ["JPEG2000"]), (b"\x00\x00\x00\x0cjP  ", ["JPEG2000"]))
 
 
-def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
-    """``im`` (loaded) converted from its ICC profile to sRGB."""
-    # A grey profile changes tone only, and sRGB has no grey space to map it to.
-    if not icc or im.mode not in ("RGB", "RGBA", "CMYK"):
-        return im
-    try:
-        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        transform = ImageCms.buildTransform(src, _SRGB, im.mode, "RGBA" if im.mode == "RGBA" else "RGB")
-    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
-        return im  # a broken profile, or one for another colour space, is ignored, as browsers do
-    return cast(Image.Image, ImageCms.applyTransform(im, transform))  # not in place: always an image
-
-
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+def _check_embedded(im: ImageFile.ImageFile, data: bytes, limits: Limits) -> None:
+    """The size limits applied to the images an ICNS or ICO file embeds: its
+    own header may claim 256x256 while a JPEG 2000 inside claims gigapixels."""
+    spans: list[tuple[int, int]] = []
+    if isinstance(im, IcnsImagePlugin.IcnsImageFile):
+        spans = list(im.icns.dct.values())
+    elif isinstance(im, IcoImagePlugin.IcoImageFile):  # CUR files are opened by a subclass
+        spans = [(e.offset, e.size) for e in im.ico.entry]
+    for start, length in spans:
+        part = data[start : start + length]
+        formats = next((f for sig, f in _EMBEDDED if part.startswith(sig)), None)
+        if formats is not None:
+            with Image.open(io.BytesIO(part), formats=formats) as sub:
+                width, height = sub.size
+            _check_size(width, height, limits)
 
 
 def _frames(im: Image.Image) -> int | None:
@@ -196,50 +184,55 @@ def _frames(im: Image.Image) -> int | None:
         return None
 
 
-def _pixels(im: ImageFile.ImageFile, data: bytes) -> Image.Image:
-    """The first frame loaded, 8 bits per sample, sRGB, in L, RGB or RGBA."""
-    # Before loading: a PNG's iCCP after its pixels is out of place (libpng ignores it too).
-    icc = im.info.get("icc_profile")
-    out: Image.Image | None = decode_16bit(data, im) if im.format in ("PNG", "TIFF") else None
-    if out is None:
-        im.load()  # here, so a decoding error is never taken for a broken profile
-        out = im
-    mode = out.mode
-    if mode.startswith("I;16") or mode == "I":
-        grey = np.asarray(out)
-        key = out.info.get("transparency")
-        rounded = np.clip(np.floor(grey.astype(np.float64) / 257 + 0.5), 0, 255).astype(np.uint8)
-        if isinstance(key, int):
-            return Image.fromarray(
-                np.dstack([rounded, rounded, rounded, np.where(grey == key, 0, 255).astype(np.uint8)]), "RGBA"
-            )
-        return Image.fromarray(rounded, "L")
-    target = "RGBA" if _has_alpha(out) else ("L" if out.mode in ("1", "L") else "RGB")
-    if out.mode == "LAB":
-        lab = ImageCms.buildTransform(_LAB, _SRGB, "LAB", "RGB")
-        out = cast(Image.Image, ImageCms.applyTransform(out, lab))  # not in place: always an image
-    elif out.mode not in ("RGB", "RGBA", "CMYK", "L", target):
-        out = out.convert(target)  # palette, premultiplied, YCbCr...: first to the colours a profile describes
-    out = _to_srgb(out, icc)
-    return out if out.mode == target else out.convert(target)
+@dataclass(frozen=True)
+class Decoded:
+    pixels: np.ndarray  # see decode
+    damage: str | None = None  # with keep_partial: why some of the pixels are missing
 
 
 def decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits = Limits()) -> np.ndarray:
     """Decoded, upright, sRGB pixels: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA.
-    Raises JobError, and nothing else, for any input."""
+    Raises JobError, and nothing else, for any input; damaged image data is
+    ``corrupt-image``."""
+    return decode_image(data, specs, limits).pixels
+
+
+def decode_image(
+    data: bytes, specs: Sequence[OutputSpec], limits: Limits = Limits(), keep_partial: bool = False
+) -> Decoded:
+    """As :func:`decode`; with ``keep_partial``, image data that its decoder
+    recovers from (cut short, corrupt) gives what was decoded, and why."""
     with caught_warnings() as caught:
         try:
-            pixels = _decode(data, specs, limits)
+            decoded = _svg(data, specs) if _is_svg(data, limits) else _decode(data, specs, limits, keep_partial, caught)
         except Exception as e:  # noqa: BLE001 - every failure is this input's
             raise with_warnings(_failure(e, "decode the image"), caught) from None
         if caught:
             log.debug("library warnings while decoding: %s", "; ".join(caught))
-        return pixels
+        return decoded
 
 
-def _decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndarray:
+def _is_svg(data: bytes, limits: Limits) -> bool:
+    """An SVG to render: drawn at the size of the largest output, never decoded by Pillow."""
+    return "svg" in limits.input_formats and identify(data[:4096]) == "svg"
+
+
+def _svg(data: bytes, specs: Sequence[OutputSpec]) -> Decoded:
+    width, height = (max(1, round(v)) for v in svg.intrinsic_size(data))
+    sizes = [fit_inside(width, height, s.width, s.height) for s in specs]
+    return Decoded(svg.render(data, max(w for w, _ in sizes), max(h for _, h in sizes)))
+
+
+def _damaged(reason: str | None, keep_partial: bool) -> str | None:
+    if reason and not keep_partial:
+        raise TransientError("corrupt-image", f"damaged image data: {reason}")
+    return reason
+
+
+def _decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits, keep_partial: bool, caught: Caught) -> Decoded:
     im = _open(data, limits)
     _check_header(im, limits)
+    _check_embedded(im, data, limits)
     frames = _frames(im)
     if frames is None:
         # Only the first frame is used, and the walk that failed already cost
@@ -250,25 +243,28 @@ def _decode(data: bytes, specs: Sequence[OutputSpec], limits: Limits) -> np.ndar
         im.close()
         raise PermanentError("too-large", f"image has {frames} frames, limit {limits.max_frames}")
     with im:
+        if im.format in ("JPEG", "MPO") and im.mode in ("RGB", "L"):
+            turbo = decode_jpeg(im, data, specs, keep_partial)
+            if turbo is not None:
+                return Decoded(*turbo)
+        reason = _damaged(damage(data, im), keep_partial)
         width, height = im.size
-        # Decode in one call, not one per 64 KiB: Pillow takes the GIL back
-        # between calls, and with another thread busy in Python each
-        # return can wait a whole switch interval (a 12 MP decode went
-        # from 43 to 266 ms next to a spinning thread; 57 ms with this).
-        im.decodermaxblock = min(max(len(data), 65536), 16 << 20)
-        orientation = 1
+        if "decodermaxblock" not in vars(im):  # FLI bounds each frame's read by its own size: kept
+            # Decode in one call, not one per 64 KiB: Pillow takes the GIL back
+            # between calls, and with another thread busy in Python each
+            # return can wait a whole switch interval (a 12 MP decode went
+            # from 43 to 266 ms next to a spinning thread; 57 ms with this).
+            im.decodermaxblock = min(max(len(data), 65536), 16 << 20)
         if im.format in ("JPEG", "MPO"):
-            orientation = im.getexif().get(0x0112, 1)
             # Shrink-on-load: decode at the smallest DCT scale that still
             # covers every output, sized in the stored orientation.
-            swap = orientation in _TRANSPOSED
+            swap = pixels.orientation(im) in pixels.TRANSPOSED
             sizes = [fit_inside(width, height, *((s.height, s.width) if swap else (s.width, s.height))) for s in specs]
             im.draft(im.mode if im.mode in ("RGB", "L") else None, (max(w for w, _ in sizes), max(h for _, h in sizes)))
-        out = _pixels(im, data)
-        if im.format not in ("JPEG", "MPO"):
-            # After loading: a PNG's eXIf chunk may follow its pixels, and a
-            # 16-bit PNG was loaded on another Image (whose info ``out`` has).
-            orientation = (out if im.format == "PNG" else im).getexif().get(0x0112, 1)
-        if orientation in _TRANSPOSE:
-            out = out.transpose(_TRANSPOSE[orientation])
-        return np.asarray(out)
+        errors = len(caught.errors)
+        out, upright = pixels.load_pixels(im, data)
+        if reason is None and len(caught.errors) > errors:
+            reason = _damaged(caught.errors[errors], keep_partial)  # libtiff's, for a strip it could not read
+        if upright in pixels.TRANSPOSE:
+            out = out.transpose(pixels.TRANSPOSE[upright])
+        return Decoded(np.asarray(out), reason)

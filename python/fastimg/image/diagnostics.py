@@ -44,7 +44,16 @@ def _show_warning(
 _TIFF_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
 
 
-def _tiff_message(module: bytes | None, fmt: bytes | None, args: int | None) -> None:
+class Caught(list[str]):
+    """What the libraries said, in order; ``errors`` holds libtiff's errors
+    (not its warnings), which can leave a strip unread without Pillow failing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []
+
+
+def _tiff_message(module: bytes | None, fmt: bytes | None, args: int | None, error: bool = False) -> None:
     buf = ctypes.create_string_buffer(1024)
     if _vsnprintf is not None:  # set whenever this handler is installed
         _vsnprintf(buf, len(buf), fmt, args)
@@ -54,6 +63,12 @@ def _tiff_message(module: bytes | None, fmt: bytes | None, args: int | None) -> 
         sys.stderr.write(text + "\n")
     else:
         sink.append(f"libtiff: {text}")
+        if error:
+            sink.errors.append(f"libtiff: {text}")
+
+
+def _tiff_error(module: bytes | None, fmt: bytes | None, args: int | None) -> None:
+    _tiff_message(module, fmt, args, error=True)
 
 
 def _route_libtiff_messages() -> list[Any]:
@@ -70,12 +85,12 @@ def _route_libtiff_messages() -> list[Any]:
         global _vsnprintf
         _vsnprintf = libc.vsnprintf
         _vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
-        handler = _TIFF_HANDLER(_tiff_message)
-        for setter in (tiff.TIFFSetErrorHandler, tiff.TIFFSetWarningHandler):
+        handlers = [_TIFF_HANDLER(_tiff_error), _TIFF_HANDLER(_tiff_message)]
+        for setter, handler in zip((tiff.TIFFSetErrorHandler, tiff.TIFFSetWarningHandler), handlers, strict=True):
             setter.restype = ctypes.c_void_p
             setter.argtypes = [_TIFF_HANDLER]
             setter(handler)
-        return [handler]
+        return handlers
     except (OSError, AttributeError):  # not Linux, or no libtiff: its messages stay where they were
         return []
 
@@ -85,14 +100,14 @@ _TIFF_HANDLERS = _route_libtiff_messages()
 
 
 @contextmanager
-def caught_warnings() -> Iterator[list[str]]:
+def caught_warnings() -> Iterator[Caught]:
     """Keep what the libraries say on this thread, for the block, in the list it gives."""
     global _print_warning
     with _hook_lock:
         if warnings.showwarning is not _show_warning:
             _print_warning, warnings.showwarning = warnings.showwarning, _show_warning
     outer = getattr(_captured, "sink", None)
-    _captured.sink = []
+    _captured.sink = Caught()
     try:
         yield _captured.sink
     finally:

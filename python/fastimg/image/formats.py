@@ -11,13 +11,14 @@ signature."""
 
 from __future__ import annotations
 
+import importlib.util
+
 from PIL import EpsImagePlugin, Image, ImageFile
 
 Image.init()
 # Accepted-format names are Pillow's format names in lower case. ("jpeg" also
 # covers camera JPEGs with an MPF index, which Pillow's JPEG decoder opens as MPO.)
 _NEVER = {
-    "svg": "SVG is never rasterised by this worker",
     "dib": "headerless BMP has no signature to tell it from other data",
     "iptc": "not an image format",
     "mpeg": "not an image format",
@@ -28,6 +29,8 @@ def _cannot_decode_here(name: str) -> str | None:
     """Why this installation cannot decode format ``name``, or None when it can."""
     if name in _NEVER:
         return _NEVER[name]
+    if name == "svg":  # rendered by resvg (image/svg.py), not by Pillow
+        return None if importlib.util.find_spec("resvg_py") else "resvg-py is not installed"
     if name.upper() not in Image.OPEN:
         return "not a format Pillow reads"
     factory = Image.OPEN[name.upper()][0]
@@ -40,7 +43,7 @@ def _cannot_decode_here(name: str) -> str | None:
 
 # What --input-formats may list in this installation.
 DECODABLE_FORMATS: tuple[str, ...] = tuple(
-    sorted(n for n in (f.lower() for f in Image.OPEN) if not _cannot_decode_here(n))
+    sorted(n for n in {f.lower() for f in Image.OPEN} | {"svg"} if not _cannot_decode_here(n))
 )
 
 

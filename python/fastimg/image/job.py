@@ -54,3 +54,4 @@ class Job:
     # directory, which the worker opens beneath the root (see confine.py).
     input_at: tuple[str, str] | None = None
     output_at: tuple[str, str] | None = None
+    keep_partial: bool | None = None  # the job's keepPartial; None: the worker's --keep-partial

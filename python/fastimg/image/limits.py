@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The seed server's raster image types (SVG, the seventh, is never rasterised).
-DEFAULT_INPUT_FORMATS: tuple[str, ...] = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
+# The seed server's image types (SVG rendered by resvg: image/svg.py).
+DEFAULT_INPUT_FORMATS: tuple[str, ...] = ("jpeg", "png", "gif", "webp", "bmp", "tiff", "svg")
 
 
 @dataclass(frozen=True)
@@ -18,3 +18,6 @@ class Limits:
     max_pixels: int = 120_000_000  # checked from the header, before decoding
     max_frames: int = 2000  # animations: only the first frame is used, but all are scanned
     input_formats: tuple[str, ...] = DEFAULT_INPUT_FORMATS  # names as formats.DECODABLE_FORMATS spells them
+    # Damaged image data (cut short, corrupt) is ``corrupt-image`` unless this
+    # (--keep-partial) or the job's keepPartial asks for what could be decoded.
+    keep_partial: bool = False

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .admission import Budget, estimate
-from .decode import decode, header
+from .decode import decode_image, header
 from .errors import ResourceExhausted
 from .job import Job
 from .limits import Limits
@@ -28,6 +28,7 @@ class Result:
     outputs: list[Output] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     input_bytes: int = 0
+    damage: str | None = None  # outputs made from a partial image (keepPartial): why it is partial
 
 
 class _Clock:
@@ -135,8 +136,12 @@ def _make(
     clock: _Clock,
     result: Result,
 ) -> None:
-    pixels = decode(data, specs, limits)
-    del data
+    keep_partial = limits.keep_partial if job.keep_partial is None else job.keep_partial
+    decoded = decode_image(data, specs, limits, keep_partial)
+    pixels, result.damage = decoded.pixels, decoded.damage
+    if decoded.damage:
+        say(f"Input image is damaged, kept as decoded: {decoded.damage}")
+    del data, decoded
     clock.lap("decode")
     with writer.open(job, remove_stale) as out:
         # Each output is encoded as soon as it is made, on the encoder threads

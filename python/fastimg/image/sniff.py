@@ -26,6 +26,27 @@ def detect_image_type(head: bytes) -> str | None:
     return None
 
 
+# The signatures of the seed's types that cannot be taken for anything else
+# before they are complete: (type, signature, byte positions any value may hold).
+_PREFIXES = (
+    ("png", b"\x89PNG\r\n\x1a\n", range(0)),
+    ("jpeg", b"\xff\xd8\xff", range(0)),
+    ("gif", b"GIF89a", range(0)),
+    ("gif", b"GIF87a", range(0)),
+    ("webp", b"RIFF\0\0\0\0WEBP", range(4, 8)),  # RIFF, the file's size, WEBP
+)
+
+
+def incomplete_signature(head: bytes) -> str | None:
+    """The type of a file that ends inside its signature (the first 1 to 11
+    bytes of a PNG, JPEG, GIF or WebP), most often an upload still arriving;
+    None otherwise."""
+    for kind, sig, free in _PREFIXES:
+        if 0 < len(head) < len(sig) and all(i in free or b == sig[i] for i, b in enumerate(head)):
+            return kind
+    return None
+
+
 # Other formats an upload may be in, by signature (offset, bytes), so that a
 # refusal can name what it refused. Names are Pillow's format names in lower
 # case where Pillow has the format.

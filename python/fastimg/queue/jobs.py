@@ -75,6 +75,9 @@ def parse_job(raw: str | bytes, allowed_roots: Sequence[str] = (), spec: Mapping
     retry_count = fields.get("retryCount", 0)
     if isinstance(retry_count, bool) or not isinstance(retry_count, int) or retry_count < 0:
         raise InvalidJob("retryCount must be a non-negative integer")
+    keep_partial = fields.get("keepPartial")
+    if keep_partial is not None and not isinstance(keep_partial, bool):
+        raise InvalidJob("keepPartial must be true or false")
     try:
         job_spec = apply_overrides(spec, fields.get("params", {}), max_side=MAX_JOB_OUTPUT_SIDE)
     except SpecError as e:
@@ -90,6 +93,7 @@ def parse_job(raw: str | bytes, allowed_roots: Sequence[str] = (), spec: Mapping
         spec=job_spec,
         input_at=input_at,
         output_at=output_at,
+        keep_partial=keep_partial,
     )
 
 

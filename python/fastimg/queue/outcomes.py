@@ -32,6 +32,7 @@ RECORD_FIELDS = (
     "raw",
     "rawBytes",
     "rawSha256",
+    "damaged",
 )
 
 # Of a payload that is not a job, at most this much is kept in its record
@@ -69,7 +70,8 @@ class Outcome:
         (docs/operations.md)."""
         r = self.record
         if self.list == "done":
-            return "done", {"outputs": r["outputs"], "attempts": r["attempts"]}
+            damaged = {"damaged": r["damaged"]} if "damaged" in r else {}
+            return "done", {"outputs": r["outputs"], "attempts": r["attempts"], **damaged}
         if self.list == "retry":
             return "retrying", {
                 "reason": r["lastReason"],
@@ -80,8 +82,18 @@ class Outcome:
         return "failed", {"reason": r["reason"], "error": r["error"], "attempts": r["attempts"]}
 
 
-def done(job: Job, outputs: list[dict[str, Any]], timings: dict[str, float], input_bytes: int, worker: str) -> Outcome:
+def done(
+    job: Job,
+    outputs: list[dict[str, Any]],
+    timings: dict[str, float],
+    input_bytes: int,
+    worker: str,
+    damage: str | None = None,
+) -> Outcome:
+    """``damage``: the outputs were made from a partial image (keepPartial), for this reason."""
     record = dict(job.fields)
+    if damage:
+        record["damaged"] = damage
     record.update(
         status="done",
         outputs=outputs,
@@ -91,7 +103,8 @@ def done(job: Job, outputs: list[dict[str, Any]], timings: dict[str, float], inp
         attempts=job.retry_count + 1,
         completedAt=now_ms(),
     )
-    return Outcome("done", record, f"Job {job.job_id} completed successfully in {timings.get('total', 0):.0f}ms")
+    kept = f" from a damaged image ({damage})" if damage else ""
+    return Outcome("done", record, f"Job {job.job_id} completed successfully in {timings.get('total', 0):.0f}ms{kept}")
 
 
 def after_error(job: Job, error: JobError, worker: str, policy: Policy) -> Outcome:

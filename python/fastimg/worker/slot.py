@@ -194,7 +194,7 @@ class Slot:
             self._record(queue, raw, outcomes.after_error(job, error, wid, shared.policy), token)
             return
         timings = {**result.timings_ms, "total": round((time.perf_counter() - started) * 1000, 2)}
-        outcome = outcomes.done(job, [vars(o) for o in result.outputs], timings, result.input_bytes, wid)
+        outcome = outcomes.done(job, [vars(o) for o in result.outputs], timings, result.input_bytes, wid, result.damage)
         if self._record(queue, raw, outcome, token):
             shared.metrics.observe_stages(result.timings_ms)
 
