@@ -78,11 +78,16 @@ def test_blur_matches_float64_reference(rng, dtype, sigma, channels, hw):
 @pytest.mark.parametrize("dither", [False, True])
 @pytest.mark.parametrize("channels", CHANNELS)
 def test_quantize_is_exact(rng, dtype, dither, channels):
+    check_quantize_is_exact(rng, dtype, dither, channels, "cpu")
+
+
+def check_quantize_is_exact(rng, dtype, dither, channels, backend):
+    """Shared with the CUDA tests: every level count, NaN taken as 0."""
     img = image(rng, 67, 45, channels, dtype)
     if dtype == np.float32:
         img.flat[::97] = np.nan  # taken as 0
     for levels in (2, 3, 16, 256):
-        got = fastimg.quantize(img, levels, dither=dither, backend="cpu")
+        got = fastimg.quantize(img, levels, dither=dither, backend=backend)
         np.testing.assert_array_equal(got, ref.quantize(img, levels, dither), err_msg=repr(rng))
 
 

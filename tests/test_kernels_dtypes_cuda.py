@@ -10,7 +10,15 @@ import pytest
 import reference as ref
 from conftest import requires_cuda
 from test_kernels_device import DLPackDevice
-from test_kernels_dtypes import CHANNELS, DTYPES, ODD_SIZES, error, image, tolerance
+from test_kernels_dtypes import (
+    CHANNELS,
+    DTYPES,
+    ODD_SIZES,
+    check_quantize_is_exact,
+    error,
+    image,
+    tolerance,
+)
 
 import fastimg
 
@@ -37,12 +45,7 @@ def test_resize_and_blur_match_float64_reference(rng, dtype, channels, hw):
 @pytest.mark.parametrize("dither", [False, True])
 @pytest.mark.parametrize("channels", CHANNELS)
 def test_quantize_is_exact(rng, dtype, dither, channels):
-    img = image(rng, 67, 45, channels, dtype)
-    if dtype == np.float32:
-        img.flat[::97] = np.nan  # taken as 0
-    for levels in (2, 3, 16, 256):
-        got = fastimg.quantize(img, levels, dither=dither, backend="cuda")
-        np.testing.assert_array_equal(got, ref.quantize(img, levels, dither), err_msg=repr(rng))
+    check_quantize_is_exact(rng, dtype, dither, channels, "cuda")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
