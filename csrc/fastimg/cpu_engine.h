@@ -164,15 +164,16 @@ size_t round_up(T n, size_t m) {
   return (static_cast<size_t>(n) + m - 1) / m * m;
 }
 
-// One input's N vectors x added to the first Live of the K running sums,
-// times the input's weight for each.
-template <int Live, int K, int N>
+// One input's N vectors x added to the running sums of the Live oldest
+// outputs not yet finished, times the input's weight for each: output a
+// (0 the oldest) owns sums[(P + a) % K].
+template <int P, int Live, int K, int N>
 FI_ALWAYS_INLINE void add_to(F (&sums)[K][N], const float* w, const F (&x)[N]) {
 #pragma GCC unroll 8
-  for (int s = 0; s < Live; ++s) {
-    const F ws = splat(w[s]);
+  for (int a = 0; a < Live; ++a) {
+    const F ws = splat(w[a]);
 #pragma GCC unroll 8
-    for (int v = 0; v < N; ++v) sums[s][v] += ws * x[v];
+    for (int v = 0; v < N; ++v) sums[(P + a) % K][v] += ws * x[v];
   }
 }
 
@@ -182,24 +183,69 @@ FI_ALWAYS_INLINE void add_to(F (&sums)[K][N], const float* w, const F (&x)[N]) {
 // Lanczos-3 downscales (76 inputs every 12.6, the 4032 -> 320 resize) need
 // 7 sums at 3% of the inputs and 6 at the rest, and a blur's 13-deep windows
 // dealt to two groups 7 and 6 in turn.
-template <int K, int N>
+template <int P, int K, int N>
 FI_ALWAYS_INLINE void add_weighted(F (&sums)[K][N], const float* w, const F (&x)[N]) {
   if constexpr (K > 1)
-    if (w[K - 1] == 0.0f) return add_to<K - 1>(sums, w, x);
-  add_to<K>(sums, w, x);
+    if (w[K - 1] == 0.0f) return add_to<P, K - 1>(sums, w, x);
+  add_to<P, K>(sums, w, x);
 }
 
-// Hands running sum 0 (finished) to `store` and moves the others down one;
-// the last starts from zero. (After unrolling these are register renames.)
-template <int K, int N, class Store>
-FI_ALWAYS_INLINE void finish_oldest(F (&sums)[K][N], Store store) {
-  store(sums[0]);
+// Returns f(std::integral_constant<int, phase>()), phase in P .. K - 1.
+template <int K, int P = 0, class Fn>
+FI_ALWAYS_INLINE auto with_phase(int phase, Fn&& f) {
+  if constexpr (P + 1 < K)
+    if (phase != P) return with_phase<K, P + 1>(phase, f);
+  return f(std::integral_constant<int, P>());
+}
+
+// One group's sweep over n inputs, K running sums of N vectors: load(i, x)
+// gives input i's vectors, w its K weights (oldest output first) and the
+// next input's after them; input i completes every output q whose end is
+// j0 + i + 1, which goes to done(q, sums) in order. ends and q: the group's
+// output ends and the next output to finish. The sums come from and go back
+// to `saved`, oldest first, between calls.
+//
+// A finished sum is zeroed where it is, and the next one becomes the oldest:
+// the code that runs depends on which sum is the oldest (the phase, one
+// specialisation each), so that sums stay in their registers instead of
+// moving down one at every output.
+template <int K, int N, class Load, class Done>
+FI_ALWAYS_INLINE void sweep(float* saved, const float* w, const int* ends, int& q, int j0, int n,
+                            Load load, Done done) {
+  F sums[K][N];
 #pragma GCC unroll 8
-  for (int s = 0; s + 1 < K; ++s)
+  for (int s = 0; s < K; ++s)
 #pragma GCC unroll 8
-    for (int v = 0; v < N; ++v) sums[s][v] = sums[s + 1][v];
+    for (int v = 0; v < N; ++v) sums[s][v] = loadv<F>(saved + (s * N + v) * L);
+  // In locals: stores through char-typed copies could change what q refers to.
+  int next = q, end = ends[next], phase = 0, i = 0;
+  bool more = true;
+  while (more)
+    more = with_phase<K>(phase, [&](auto p) {
+      constexpr int P = decltype(p)::value;
+      for (;; ++i, w += K) {
+        if (end == j0 + i) {
+          done(next, sums[P]);
 #pragma GCC unroll 8
-  for (int v = 0; v < N; ++v) sums[K - 1][v] = F{};
+          for (int v = 0; v < N; ++v) sums[P][v] = F{};
+          end = ends[++next];
+          phase = (P + 1) % K;
+          return true;
+        }
+        if (i == n) return false;
+        F x[N];
+        load(i, x);
+        add_weighted<P>(sums, w, x);
+      }
+    });
+  with_phase<K>(phase, [&](auto p) {
+    constexpr int P = decltype(p)::value;
+#pragma GCC unroll 8
+    for (int a = 0; a < K; ++a)
+#pragma GCC unroll 8
+      for (int v = 0; v < N; ++v) storev(saved + (a * N + v) * L, sums[(P + a) % K][v]);
+  });
+  q = next;
 }
 
 // Calls f(std::integral_constant<int, slots>()), slots in 1 .. Max.
@@ -310,46 +356,32 @@ class Separable {
   // whose next output to finish is q.
   template <int K>
   void vertical(const In* src, size_t stride, int n, int g, size_t col, int& q) {
-    F sums[K][kChunk];
     float* saved = &vsums_[(static_cast<size_t>(g) * K * row_len_) + col * K];
-#pragma GCC unroll 8
-    for (int s = 0; s < K; ++s)
-#pragma GCC unroll 8
-      for (int v = 0; v < kChunk; ++v) sums[s][v] = loadv<F>(saved + (s * kChunk + v) * L);
-    const int* ends = vs_.group_ends(g);
-    const int j0 = vs_.first + pushed_;
     const float* w = vs_.group_weights(g) + static_cast<size_t>(pushed_) * K;
     // In locals: stores through char-typed copies could change members.
     float* const ring = ring_.data() + col;
     const int rows = ring_rows_, groups = vs_.groups;
     const size_t row_len = row_len_;
     int at = (g + q * groups) % rows;  // the ring row of output q
-    for (int r = 0; r < n; ++r, w += K) {
-      // The same columns of the next block: a column chunk's rows are too
-      // far apart for the hardware to fetch them ahead.
-      __builtin_prefetch(src + (r + n) * stride, 0, 1);
-      F x[kChunk];
+    sweep<K, kChunk>(
+        saved, w, vs_.group_ends(g), q, vs_.first + pushed_, n,
+        [&](int r, F* x) {
+          // The same columns of the next block: a column chunk's rows are
+          // too far apart for the hardware to fetch them ahead.
+          __builtin_prefetch(src + (r + n) * stride, 0, 1);
 #pragma GCC unroll 8
-      for (int v = 0; v < kChunk; ++v) {
-        x[v] = Elem<In>::load(src + r * stride + v * L);
-        if constexpr (C == 4 && std::is_same_v<In, uint8_t>)
-          x[v] = premultiply_rgba(x[v], std::make_index_sequence<L>());
-      }
-      add_weighted(sums, w, x);
-      while (ends[q] == j0 + r + 1) {
-        float* out = ring + static_cast<size_t>(at) * row_len;
-        at = at + groups < rows ? at + groups : at + groups - rows;
-        finish_oldest(sums, [&](const F* f) {
+          for (int v = 0; v < kChunk; ++v) {
+            x[v] = Elem<In>::load(src + r * stride + v * L);
+            if constexpr (C == 4 && std::is_same_v<In, uint8_t>)
+              x[v] = premultiply_rgba(x[v], std::make_index_sequence<L>());
+          }
+        },
+        [&](int, const F* f) {
+          float* out = ring + static_cast<size_t>(at) * row_len;
+          at = at + groups < rows ? at + groups : at + groups - rows;
 #pragma GCC unroll 8
           for (int v = 0; v < kChunk; ++v) storev(out + v * L, f[v]);
         });
-        ++q;
-      }
-    }
-#pragma GCC unroll 8
-    for (int s = 0; s < K; ++s)
-#pragma GCC unroll 8
-      for (int v = 0; v < kChunk; ++v) storev(saved + (s * kChunk + v) * L, sums[s][v]);
   }
 
   // The next nr (<= R) finished vertical rows through the horizontal pass.
@@ -386,32 +418,21 @@ class Separable {
   void sweep_cols(int g, int c0, int c1, int& q) {
     with_slots<kHSlots>(hs_.slots, [&](auto k) {
       constexpr int K = decltype(k)::value;
-      F sums[K][CP];
-      float* saved = &hsums_[static_cast<size_t>(g) * K * CP * L];
-#pragma GCC unroll 8
-      for (int s = 0; s < K; ++s)
-#pragma GCC unroll 8
-        for (int v = 0; v < CP; ++v) sums[s][v] = loadv<F>(saved + (s * CP + v) * L);
-      const int* ends = hs_.group_ends(g);
-      const float* w = hs_.group_weights(g) + static_cast<size_t>(c0) * K;
       // In locals: stores through char-typed copies could change members.
       Out* const out = out_.data();
-      const int first = hs_.first, groups = hs_.groups;
-      for (int j = c0; j < c1; ++j, w += K) {
-        F x[CP];
+      const int groups = hs_.groups;
+      const float* const cols = cols_.data();
+      sweep<K, CP>(
+          &hsums_[static_cast<size_t>(g) * K * CP * L],
+          hs_.group_weights(g) + static_cast<size_t>(c0) * K, hs_.group_ends(g), q, hs_.first + c0,
+          c1 - c0,
+          [&](int j, F* x) {
 #pragma GCC unroll 8
-        for (int v = 0; v < CP; ++v) x[v] = loadv<F>(&cols_[((j - c0) * CP + v) * L]);
-        add_weighted(sums, w, x);
-        while (ends[q] == first + j + 1) {
-          Out* o = out + static_cast<size_t>(g + q * groups) * CP * L;
-          finish_oldest(sums, [&](const F* f) { store_col(o, f); });
-          ++q;
-        }
-      }
-#pragma GCC unroll 8
-      for (int s = 0; s < K; ++s)
-#pragma GCC unroll 8
-        for (int v = 0; v < CP; ++v) storev(saved + (s * CP + v) * L, sums[s][v]);
+            for (int v = 0; v < CP; ++v) x[v] = loadv<F>(cols + (j * CP + v) * L);
+          },
+          [&](int done, const F* f) {
+            store_col(out + static_cast<size_t>(g + done * groups) * CP * L, f);
+          });
     });
   }
 
