@@ -57,6 +57,19 @@ def test_blur_matches_float64_reference(rng, sigma, channels, hw):
     assert colour_diff(got, want) <= 1, rng
 
 
+@pytest.mark.parametrize("radius", range(1, 11))
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_blur_at_each_radius_around_the_image_size(rng, radius, channels):
+    # The CPU engines fold mirrored taps (docs/kernels.md) for radii up to 8
+    # on images larger than the radius, and sweep the others: sizes on both
+    # sides of that limit, for radii on both sides of it.
+    sigma = (radius - 0.5) / 3
+    for hw in [(radius, radius + 1), (radius + 1, 2 * radius + 1), (2 * radius + 2, 3 * radius + 5)]:
+        img = rng.image(*hw, channels)
+        got = fastimg.gaussian_blur(img, sigma, backend="cpu")
+        assert colour_diff(got, ref.gaussian_blur(img, sigma)) <= 1, (hw, rng)
+
+
 @pytest.mark.parametrize("channels", [1, 3, 4])
 def test_wide_images_match_the_float64_reference(rng, channels):
     # Wide enough for the CPU engine to cut the output into strips (each with

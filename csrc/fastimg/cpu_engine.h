@@ -20,6 +20,14 @@
 // 3. Its outputs are rounded (or kept as float for a next stage) and
 //    transposed back into rows.
 //
+// A blur at full size (a pass with a half kernel, passes.h) of radius up to
+// kFoldMax is folded instead of swept, in both passes: each output takes the
+// 2 R + 1 inputs around it, mirrored pairs added before they are multiplied
+// (fold). The vertical pass reads those rows from the image again, which
+// only a stage fed from a whole image in memory can; the horizontal one keeps
+// each ring row from pixel x_begin - R on, with the pixels beyond the image's
+// edges mirrored in.
+//
 // Resize then touches each input byte once; a downscale does the pass that
 // shrinks rows first, on all the bytes, and the horizontal one on a fraction;
 // a chain of stages hands rows from one to the next without writing the
@@ -248,6 +256,49 @@ FI_ALWAYS_INLINE void sweep(float* saved, const float* w, const int* ends, int& 
   q = next;
 }
 
+// Calls f(std::integral_constant<int, U>()) for U = 0, 1, ... in order.
+template <class Fn, size_t... U>
+FI_ALWAYS_INLINE void each(Fn&& f, std::index_sequence<U...>) {
+  (f(std::integral_constant<int, U>()), ...);
+}
+
+// The largest radius of a folded blur pass (sigma up to 2.66): with AVX-512
+// its 2 R + 1 inputs and R + 1 weights stay in registers; with 16 registers
+// the weights are read from the stack, which still halves the time of the
+// sweep (bench/peers.py).
+constexpr int kFoldMax = 8;
+
+// Outputs 0 .. n - 1 of a symmetric filter of radius R over the inputs
+// load(0) .. load(n + 2 R - 1): output o is h[0] x(o + R) plus, for k in
+// 1 .. R, h[k] (x(o + R - k) + x(o + R + k)). Adding each mirrored pair before
+// it is multiplied halves the multiply-adds of the sweep's form, which adds
+// every input to the sums of all its outputs; the additions go to separate
+// units on cores that have them. The last 2 R + 1 inputs stay in registers:
+// the loop is unrolled by 2 R + 1, each input keeping its register while the
+// oldest one's changes with the phase.
+template <int R, class Load, class Store>
+FI_ALWAYS_INLINE void fold(const float* h, int n, Load load, Store store) {
+  constexpr int W = 2 * R + 1;
+  F hv[R + 1], x[W];
+#pragma GCC unroll 16
+  for (int k = 0; k <= R; ++k) hv[k] = splat(h[k]);
+#pragma GCC unroll 16
+  for (int i = 0; i + 1 < W; ++i) x[i] = load(i);
+  int o = 0;
+  // Inlined even where the unrolled loop is large: out of line, the window
+  // would go through memory.
+  const auto step = [&](auto u) FI_INLINE_LAMBDA {
+    constexpr int U = decltype(u)::value;  // x(o) is in x[U]
+    x[(U + W - 1) % W] = load(o + W - 1);
+    F sum = hv[0] * x[(U + R) % W];
+#pragma GCC unroll 16
+    for (int k = 1; k <= R; ++k) sum += hv[k] * (x[(U + R - k) % W] + x[(U + R + k) % W]);
+    store(o++, sum);
+  };
+  while (o + W <= n) each(step, std::make_index_sequence<W>());
+  while (o < n) with_phase<W>(o % W, step);
+}
+
 // Calls f(std::integral_constant<int, slots>()), slots in 1 .. Max.
 template <int Max, int K = 1, class Fn>
 void with_slots(int slots, Fn&& f) {
@@ -270,22 +321,43 @@ class Separable {
   static constexpr int CP = C * P;
   static constexpr int kVSlots = slots_for(kChunk);
   static constexpr int kHSlots = slots_for(CP);
+  // Only a blur's single stage has passes to fold (passes.h), and folding is
+  // compiled only where one can run.
+  static constexpr bool kFolds = std::is_same_v<In, Out> && std::is_void_v<Next>;
 
  public:
+  // The radius of a pass this stage folds, or 0.
+  static int fold_radius(const Pass& p) {
+    const int r = static_cast<int>(p.half.size()) - 1;
+    return kFolds && r >= 1 && r <= kFoldMax && p.n_in > r ? r : 0;
+  }
+
   // The most rows one push into the next stage of a chain brings.
   static constexpr int kRowsOut = R;
 
   // Output pixels x_begin .. x_end - 1 of rows y_begin .. y_end - 1, written
   // from dst on (or pushed to `next`), from input rows of in_cols() pixels
   // from in_first() on, pushed in blocks of at most max_rows rows.
+  //
+  // whole: the pushed rows are blocks of one image in memory, whose earlier
+  // rows stay readable (a folded vertical pass reads them again).
   Separable(Sweeps& sweeps, const Pass& hp, const Pass& vp, const Tile& t, int max_rows, Out* dst,
-            size_t dst_stride, Next* next)
+            size_t dst_stride, Next* next, bool whole)
       : hs_(sweeps.get(hp, t.x_begin, t.x_end, kHSlots)),
-        vs_(sweeps.get(vp, t.y_begin, t.y_end, kVSlots)),
+        vs_(sweeps.get(vp, t.y_begin, t.y_end, kVSlots)), vhalf_(vp.half.data()),
+        vradius_(whole ? fold_radius(vp) : 0), n_rows_(vp.n_in), hhalf_(hp.half.data()),
+        // Folded, the ring rows start at pixel x_begin - radius, so the
+        // horizontal pass's window of every output lies in one row.
+        hradius_(hs_.first >= t.x_begin - fold_radius(hp) ? fold_radius(hp) : 0),
+        lead_(hradius_ > 0 ? static_cast<size_t>(hs_.first - (t.x_begin - hradius_)) * C : 0),
+        n_cols_(hp.n_in), x_begin_(t.x_begin),
         in_len_(static_cast<size_t>(hs_.end - hs_.first) * C),
         out_len_(static_cast<size_t>(t.x_end - t.x_begin) * C),
-        row_len_(round_up(round_up(hs_.end - hs_.first, kCols) * C, kChunk * L)), dst_(dst),
-        dst_stride_(dst_stride), next_(next) {
+        row_len_(round_up(
+            std::max(lead_ + round_up(round_up(hs_.end - hs_.first, kCols) * C, kChunk * L),
+                     round_up(round_up(t.x_end - t.x_begin, kCols) + 2 * hradius_, L) * C),
+            kChunk * L)),
+        dst_(dst), dst_stride_(dst_stride), next_(next) {
     // Ring of finished vertical rows: R for the horizontal pass, plus as
     // many as one block of input can finish.
     int most = 0;
@@ -296,12 +368,17 @@ class Separable {
         most = std::max(most, q - lo + 1);
       }
     }
-    ring_rows_ = R + most * vs_.groups;
+    // Folded, a push finishes at most its rows and, at the last, the radius.
+    ring_rows_ = vradius_ > 0 ? R + max_rows + vradius_ : R + most * vs_.groups;
+    if (vradius_ > 0) folded_tail_.assign(static_cast<size_t>(max_rows + 3 * vradius_) * L, In{});
     ring_.assign(ring_rows_ * row_len_, 0.0f);
-    vsums_.assign(static_cast<size_t>(vs_.groups) * vs_.slots * row_len_, 0.0f);
-    vnext_.assign(vs_.groups, 0);
-    tail_.assign(static_cast<size_t>(max_rows) * kChunk * L, In{});
-    cols_.resize(static_cast<size_t>(kCols) * CP * L);
+    if (vradius_ == 0) {
+      vsums_.assign(static_cast<size_t>(vs_.groups) * vs_.slots * row_len_, 0.0f);
+      vnext_.assign(vs_.groups, 0);
+      tail_.assign(static_cast<size_t>(max_rows) * kChunk * L, In{});
+    }
+    cols_.resize(round_up((kCols + 2 * hradius_) * C, L) * P * L);
+    if (hradius_ > 0) hout_.resize(static_cast<size_t>(kCols) * CP * L);
     hsums_.resize(static_cast<size_t>(hs_.groups) * hs_.slots * CP * L);
     hnext_.resize(hs_.groups);
     out_.resize(round_up(out_len_, L) * P * L);
@@ -317,6 +394,14 @@ class Separable {
   size_t row_stride() const { return row_len_; }
 
   void push(const In* src, size_t stride, int n) {
+    if constexpr (kFolds)
+      if (vradius_ > 0) {
+        with_slots<kFoldMax>(vradius_,
+                             [&](auto r) { vertical_folded<decltype(r)::value>(src, stride, n); });
+        pushed_ += n;
+        while (done_ - taken_ >= R) horizontal(R);
+        return;
+      }
     with_slots<kVSlots>(vs_.slots, [&](auto k) {
       constexpr int K = decltype(k)::value;
       const size_t chunk = kChunk * L, whole = in_len_ / chunk * chunk;
@@ -359,7 +444,7 @@ class Separable {
     float* saved = &vsums_[(static_cast<size_t>(g) * K * row_len_) + col * K];
     const float* w = vs_.group_weights(g) + static_cast<size_t>(pushed_) * K;
     // In locals: stores through char-typed copies could change members.
-    float* const ring = ring_.data() + col;
+    float* const ring = ring_.data() + lead_ + col;
     const int rows = ring_rows_, groups = vs_.groups;
     const size_t row_len = row_len_;
     int at = (g + q * groups) % rows;  // the ring row of output q
@@ -384,28 +469,119 @@ class Separable {
         });
   }
 
+  // The vertical pass folded (fold): the outputs that the rows pushed so far
+  // complete, each from its 2 Rad + 1 rows of the image, mirror-reflected at
+  // its edges.
+  template <int Rad>
+  void vertical_folded(const In* src, size_t stride, int n) {
+    const int have = vs_.first + pushed_ + n;  // rows pushed, this block included
+    const int y0 = vs_.out_begin + done_;
+    const int y1 = have >= vs_.end ? vs_.out_end : std::min(vs_.out_end, have - Rad);
+    if (y1 <= y0) return;
+    const In* const image = src - static_cast<ptrdiff_t>(vs_.first + pushed_) * stride;
+    const int outs = y1 - y0, ins = outs + 2 * Rad;
+    in_rows_.resize(ins);
+    tail_rows_.resize(ins);
+    out_rows_.resize(outs);
+    for (int i = 0; i < ins; ++i) {
+      in_rows_[i] = image + static_cast<ptrdiff_t>(reflect(y0 - Rad + i, n_rows_)) * stride;
+      tail_rows_[i] = &folded_tail_[static_cast<size_t>(i) * L];
+    }
+    for (int o = 0; o < outs; ++o) out_rows_[o] = ring_row(done_ + o) + lead_;
+    const size_t whole = in_len_ / L * L;
+    if (whole < in_len_)  // the last, partial vector from a zero-padded copy
+      for (int i = 0; i < ins; ++i)
+        std::copy(in_rows_[i] + whole, in_rows_[i] + in_len_,
+                  &folded_tail_[static_cast<size_t>(i) * L]);
+    for (size_t col = 0; col < in_len_; col += L) {
+      const In* const* rows = col < whole ? in_rows_.data() : tail_rows_.data();
+      const size_t at = col < whole ? col : 0;
+      float* const* outs_at = out_rows_.data();
+      const ptrdiff_t ahead = col < whole ? static_cast<ptrdiff_t>(outs) * stride : 0;
+      fold<Rad>(
+          vhalf_, outs,
+          [&](int i) {
+            // The same columns of the next push's rows: rows this far apart
+            // are not fetched ahead by the hardware.
+            __builtin_prefetch(rows[i] + at + ahead, 0, 1);
+            F x = Elem<In>::load(rows[i] + at);
+            if constexpr (C == 4 && std::is_same_v<In, uint8_t>)
+              x = premultiply_rgba(x, std::make_index_sequence<L>());
+            return x;
+          },
+          [&](int o, const F& sum) { storev(outs_at[o] + col, sum); });
+    }
+    done_ = y1 - vs_.out_begin;
+  }
+
   // The next nr (<= R) finished vertical rows through the horizontal pass.
   void horizontal(int nr) {
     const float* rows[R];
     for (int r = 0; r < R; ++r) rows[r] = ring_row(taken_ + (r < nr ? r : 0));
-    std::fill(hsums_.begin(), hsums_.end(), 0.0f);
-    std::fill(hnext_.begin(), hnext_.end(), 0);
-    const int cols = hs_.end - hs_.first;
-    for (int c0 = 0; c0 < cols; c0 += kCols) {
-      transpose_cols(rows, c0);
-      for (int g = 0; g < hs_.groups; ++g) sweep_cols(g, c0, std::min(c0 + kCols, cols), hnext_[g]);
-    }
+    bool folded = false;
+    if constexpr (kFolds)
+      if (hradius_ > 0) {
+        for (int r = 0; r < nr; ++r) mirror_edges(ring_row(taken_ + r));
+        with_slots<kFoldMax>(hradius_,
+                             [&](auto k) { horizontal_folded<decltype(k)::value>(rows); });
+        folded = true;
+      }
+    if (!folded) sweep_rows(rows);
     write_rows(nr);
     taken_ += nr;
   }
 
-  // cols_[((j - c0) * C + c) * P + p] = sample j, channel c of rows
-  // p * L .. p * L + L - 1, for pixels c0 .. c0 + kCols - 1 (counted from
-  // first_col()).
-  void transpose_cols(const float* const* rows, int c0) {
-    const size_t base = static_cast<size_t>(c0) * C;
+  // A folded horizontal pass's ring row, from pixel x_begin - radius on: the
+  // pixels left of 0 and from n_cols_ on as their mirror images.
+  void mirror_edges(float* row) const {
+    const int v0 = x_begin_ - hradius_, v1 = x_begin_ + static_cast<int>(out_len_ / C) + hradius_;
+    const auto mirror = [&](int v) {
+      const float* from = row + (reflect(v, n_cols_) - v0) * C;
+      std::copy(from, from + C, row + (v - v0) * C);
+    };
+    for (int v = v0; v < std::min(0, v1); ++v) mirror(v);
+    for (int v = std::max(n_cols_, v0); v < v1; ++v) mirror(v);
+  }
+
+  // Folded (fold), chunk by chunk: each output pixel from the 2 Rad + 1
+  // around it, one channel (and row vector) at a time.
+  template <int Rad>
+  void horizontal_folded(const float* const* rows) {
+    const int width = static_cast<int>(out_len_ / C);
+    float* const hout = hout_.data();
+    for (int x0 = 0; x0 < width; x0 += kCols) {
+      const int n = std::min(kCols, width - x0);
+      transpose_cols(rows, static_cast<size_t>(x0) * C, static_cast<size_t>(n + 2 * Rad) * C);
+      const float* const cols = cols_.data();
+      for (int v = 0; v < CP; ++v)
+        fold<Rad>(
+            hhalf_, n, [&](int j) { return loadv<F>(cols + (j * CP + v) * L); },
+            [&](int o, const F& sum) { storev(hout + (o * CP + v) * L, sum); });
+      for (int o = 0; o < n; ++o) {
+        F f[CP];
+        for (int v = 0; v < CP; ++v) f[v] = loadv<F>(hout + (o * CP + v) * L);
+        store_col(out_.data() + static_cast<size_t>(x0 + o) * CP * L, f);
+      }
+    }
+  }
+
+  // The horizontal pass swept, chunk by chunk.
+  void sweep_rows(const float* const* rows) {
+    std::fill(hsums_.begin(), hsums_.end(), 0.0f);
+    std::fill(hnext_.begin(), hnext_.end(), 0);
+    const int cols = hs_.end - hs_.first;
+    for (int c0 = 0; c0 < cols; c0 += kCols) {
+      transpose_cols(rows, static_cast<size_t>(c0) * C, static_cast<size_t>(kCols) * C);
+      for (int g = 0; g < hs_.groups; ++g) sweep_cols(g, c0, std::min(c0 + kCols, cols), hnext_[g]);
+    }
+  }
+
+  // cols_[(j * C + c) * P + p] = sample j, channel c of rows p * L .. p * L
+  // + L - 1, for the n elements of the rows from element `base` on (counted
+  // from the ring row's start).
+  void transpose_cols(const float* const* rows, size_t base, size_t n) {
     for (int p = 0; p < P; ++p)
-      for (int i = 0; i < kCols * C; i += L) {
+      for (size_t i = 0; i < n; i += L) {
         F m[L];
         for (int r = 0; r < L; ++r) m[r] = loadv<F>(rows[p * L + r] + base + i);
         transpose(m);
@@ -484,24 +660,36 @@ class Separable {
   }
 
   const Sweep &hs_, &vs_;
+  const float* const vhalf_;  // the vertical pass's half kernel, when folded
+  const int vradius_;         // its radius, or 0: the vertical pass is swept
+  const int n_rows_;          // the image's rows
+  const float* const hhalf_;  // the same for the horizontal pass
+  const int hradius_;
+  const size_t lead_;  // floats in a ring row before pixel first_col()
+  const int n_cols_;   // the image's columns
+  const int x_begin_;
   const size_t in_len_, out_len_;  // elements per input and output row
   const size_t row_len_;           // floats per ring row, padded for whole chunks
   Out* const dst_;
   const size_t dst_stride_;
   Next* const next_;
   int ring_rows_ = 0;
-  int pushed_ = 0;            // input rows pushed so far
-  int done_ = 0;              // vertical rows finished
-  int taken_ = 0;             // of those, through the horizontal pass
-  std::vector<float> ring_;   // finished vertical rows
-  std::vector<float> vsums_;  // vertical running sums between pushes
-  std::vector<int> vnext_;    // per group, the next output to finish
-  std::vector<In> tail_;      // the pushed rows' last, partial chunk
-  std::vector<float> cols_;   // one transposed chunk of kCols pixels
-  std::vector<float> hsums_;  // horizontal running sums between chunks
-  std::vector<int> hnext_;    // per group, the next output to finish
-  std::vector<Out> out_;      // the horizontal pass's output, transposed
-  std::vector<float> rows_;   // the block's rows for the next stage
+  int pushed_ = 0;                              // input rows pushed so far
+  int done_ = 0;                                // vertical rows finished
+  int taken_ = 0;                               // of those, through the horizontal pass
+  std::vector<float> ring_;                     // finished vertical rows
+  std::vector<float> vsums_;                    // vertical running sums between pushes
+  std::vector<int> vnext_;                      // per group, the next output to finish
+  std::vector<In> tail_;                        // the pushed rows' last, partial chunk
+  std::vector<In> folded_tail_;                 // folded: the rows' last, partial vector
+  std::vector<const In*> in_rows_, tail_rows_;  // folded: one push's input rows
+  std::vector<float*> out_rows_;                // folded: and its output rows
+  std::vector<float> cols_;                     // one transposed chunk of kCols pixels
+  std::vector<float> hsums_;                    // horizontal running sums between chunks
+  std::vector<float> hout_;                     // folded: one chunk's sums, before store_col
+  std::vector<int> hnext_;                      // per group, the next output to finish
+  std::vector<Out> out_;                        // the horizontal pass's output, transposed
+  std::vector<float> rows_;                     // the block's rows for the next stage
 };
 
 // Pushes the stage's rows, from src (its first column of row 0) with `len`
@@ -522,7 +710,8 @@ void run(const In* src, Dims in, Out* dst, const std::vector<Stage>& stages, con
   Out* out = dst + t.y_begin * out_len + static_cast<size_t>(t.x_begin) * C;
   if (stages.size() == 1) {
     const Stage& s = stages[0];
-    Separable<C, In, Out> one(sweeps, s.horizontal, s.vertical, t, kBlock, out, out_len, nullptr);
+    Separable<C, In, Out> one(sweeps, s.horizontal, s.vertical, t, kBlock, out, out_len, nullptr,
+                              true);
     return feed(one, src + static_cast<size_t>(one.first_col()) * C, in_len, kBlock);
   }
   if (stages.size() == 2) {
@@ -530,9 +719,10 @@ void run(const In* src, Dims in, Out* dst, const std::vector<Stage>& stages, con
     typedef Separable<C, float, Out> Last;
     typedef Separable<C, In, float, Last> First;
     Last last(sweeps, stages[1].horizontal, stages[1].vertical, t, First::kRowsOut, out, out_len,
-              nullptr);
+              nullptr, false);
     const Tile t1{last.first_col(), last.end_col(), last.first_row(), last.end_row()};
-    First first(sweeps, stages[0].horizontal, stages[0].vertical, t1, kBlock, nullptr, 0, &last);
+    First first(sweeps, stages[0].horizontal, stages[0].vertical, t1, kBlock, nullptr, 0, &last,
+                true);
     return feed(first, src + static_cast<size_t>(first.first_col()) * C, in_len, kBlock);
   }
   // Longer chains (no public call makes one) go through whole float images.
@@ -544,14 +734,14 @@ void run(const In* src, Dims in, Out* dst, const std::vector<Stage>& stages, con
     const Tile whole{0, hp.n_out, 0, vp.n_out};
     if (i == 0) {
       next.assign(static_cast<size_t>(vp.n_out) * n, 0.0f);
-      Separable<C, In, float> s(sweeps, hp, vp, whole, kBlock, next.data(), n, nullptr);
+      Separable<C, In, float> s(sweeps, hp, vp, whole, kBlock, next.data(), n, nullptr, true);
       feed(s, src + static_cast<size_t>(s.first_col()) * C, len, kBlock);
     } else if (i + 1 == stages.size()) {
-      Separable<C, float, Out> s(sweeps, hp, vp, whole, kBlock, dst, n, nullptr);
+      Separable<C, float, Out> s(sweeps, hp, vp, whole, kBlock, dst, n, nullptr, true);
       feed(s, cur.data() + static_cast<size_t>(s.first_col()) * C, len, kBlock);
     } else {
       next.assign(static_cast<size_t>(vp.n_out) * n, 0.0f);
-      Separable<C, float, float> s(sweeps, hp, vp, whole, kBlock, next.data(), n, nullptr);
+      Separable<C, float, float> s(sweeps, hp, vp, whole, kBlock, next.data(), n, nullptr, true);
       feed(s, cur.data() + static_cast<size_t>(s.first_col()) * C, len, kBlock);
     }
     len = n;

@@ -19,8 +19,10 @@
 
 #if defined(__GNUC__)
 #define FI_ALWAYS_INLINE __attribute__((always_inline)) inline
+#define FI_INLINE_LAMBDA __attribute__((always_inline))
 #else
 #define FI_ALWAYS_INLINE inline
+#define FI_INLINE_LAMBDA
 #endif
 
 namespace fi {

@@ -68,13 +68,6 @@ Pass pack(int n_in, const std::vector<int>& first, const std::vector<std::vector
   return p;
 }
 
-int reflect(int i, int n) {
-  const int period = 2 * n;
-  i %= period;
-  if (i < 0) i += period;
-  return i < n ? i : period - 1 - i;
-}
-
 // Output i of n_out sits at input coordinate c = (i + 1/2) * n_in / n_out - 1/2
 // (in input sample indices) and takes sum_k kernel(k - c) * input[reflect(k)]
 // over |k - c| <= radius, normalised.
@@ -104,6 +97,13 @@ Pass sampled_pass(int n_in, int n_out, double radius, Kernel kernel) {
 
 }  // namespace
 
+int reflect(int i, int n) {
+  const int period = 2 * n;
+  i %= period;
+  if (i < 0) i += period;
+  return i < n ? i : period - 1 - i;
+}
+
 Pass resize_pass(int n_in, int n_out, Filter filter) {
   if (n_in <= 0 || n_out <= 0) throw std::invalid_argument("sizes must be positive");
   const double scale = static_cast<double>(n_in) / n_out;
@@ -126,8 +126,15 @@ int gaussian_radius(double sigma) { return std::max(1, static_cast<int>(std::cei
 
 Pass gaussian_pass(int n_in, int n_out, double sigma) {
   if (!(sigma > 0.0)) throw std::invalid_argument("sigma must be positive");
-  return sampled_pass(n_in, n_out, gaussian_radius(sigma),
-                      [sigma](double x) { return std::exp(-0.5 * (x / sigma) * (x / sigma)); });
+  const auto kernel = [sigma](double x) { return std::exp(-0.5 * (x / sigma) * (x / sigma)); };
+  const int radius = gaussian_radius(sigma);
+  Pass p = sampled_pass(n_in, n_out, radius, kernel);
+  if (n_out == n_in) {
+    double sum = kernel(0.0);
+    for (int k = 1; k <= radius; ++k) sum += 2.0 * kernel(k);
+    for (int k = 0; k <= radius; ++k) p.half.push_back(static_cast<float>(kernel(k) / sum));
+  }
+  return p;
 }
 
 Pass cubic_pass(int n_in, int n_out) { return sampled_pass(n_in, n_out, 2.0, keys_cubic); }

@@ -17,6 +17,11 @@ struct Pass {
   int taps = 0;
   std::vector<int> start;
   std::vector<float> weights;  // n_out * taps, each row sums to 1
+  // A blur at full size (n_out == n_in) also as its kernel's half from the
+  // centre out, h[0] .. h[radius], for engines that fold mirrored taps:
+  // output i = h[0] x[i] + sum_k h[k] (x[i - k] + x[i + k]), the input
+  // mirror-reflected at the edges as in gaussian_pass. Empty otherwise.
+  std::vector<float> half;
 
   PassView view() const { return {n_in, n_out, taps, start.data(), weights.data()}; }
 };
@@ -32,6 +37,8 @@ Pass resize_pass(int n_in, int n_out, Filter filter);
 // of n_out samples spread over the n_in input samples (n_out == n_in: the
 // plain blur; fewer: the blurred signal on a coarser grid).
 Pass gaussian_pass(int n_in, int n_out, double sigma);
+// The mirror reflection of sample i into 0 .. n - 1 (... c b a | a b c ...).
+int reflect(int i, int n);
 int gaussian_radius(double sigma);
 
 // Cubic interpolation (Keys, a = -1/2) from n_in samples up to n_out, with
