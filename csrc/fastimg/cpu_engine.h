@@ -296,7 +296,18 @@ FI_ALWAYS_INLINE void fold(const float* h, int n, Load load, Store store) {
     store(o++, sum);
   };
   while (o + W <= n) each(step, std::make_index_sequence<W>());
-  while (o < n) with_phase<W>(o % W, step);
+  // The last outputs, fewer than a round: x(o) is in x[0] again, and the
+  // window moves down one register per output instead of being unrolled
+  // once more.
+  for (; o < n; ++o) {
+    x[W - 1] = load(o + W - 1);
+    F sum = hv[0] * x[R];
+#pragma GCC unroll 16
+    for (int k = 1; k <= R; ++k) sum += hv[k] * (x[R - k] + x[R + k]);
+    store(o, sum);
+#pragma GCC unroll 16
+    for (int i = 0; i + 1 < W; ++i) x[i] = x[i + 1];
+  }
 }
 
 // Calls f(std::integral_constant<int, slots>()), slots in 1 .. Max.
