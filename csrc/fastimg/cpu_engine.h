@@ -381,7 +381,10 @@ class Separable {
     }
     // Folded, a push finishes at most its rows and, at the last, the radius.
     ring_rows_ = vradius_ > 0 ? R + max_rows + vradius_ : R + most * vs_.groups;
-    if (vradius_ > 0) folded_tail_.assign(static_cast<size_t>(max_rows + 3 * vradius_) * L, In{});
+    if (vradius_ > 0) {
+      folded_tail_.assign(static_cast<size_t>(max_rows + 3 * vradius_) * L, In{});
+      for (size_t i = 0; i < folded_tail_.size(); i += L) tail_rows_.push_back(&folded_tail_[i]);
+    }
     ring_.assign(ring_rows_ * row_len_, 0.0f);
     if (vradius_ == 0) {
       vsums_.assign(static_cast<size_t>(vs_.groups) * vs_.slots * row_len_, 0.0f);
@@ -492,18 +495,14 @@ class Separable {
     const In* const image = src - static_cast<ptrdiff_t>(vs_.first + pushed_) * stride;
     const int outs = y1 - y0, ins = outs + 2 * Rad;
     in_rows_.resize(ins);
-    tail_rows_.resize(ins);
     out_rows_.resize(outs);
-    for (int i = 0; i < ins; ++i) {
+    for (int i = 0; i < ins; ++i)
       in_rows_[i] = image + static_cast<ptrdiff_t>(reflect(y0 - Rad + i, n_rows_)) * stride;
-      tail_rows_[i] = &folded_tail_[static_cast<size_t>(i) * L];
-    }
     for (int o = 0; o < outs; ++o) out_rows_[o] = ring_row(done_ + o) + lead_;
     const size_t whole = in_len_ / L * L;
     if (whole < in_len_)  // the last, partial vector from a zero-padded copy
       for (int i = 0; i < ins; ++i)
-        std::copy(in_rows_[i] + whole, in_rows_[i] + in_len_,
-                  &folded_tail_[static_cast<size_t>(i) * L]);
+        std::copy(in_rows_[i] + whole, in_rows_[i] + in_len_, tail_rows_[i]);
     for (size_t col = 0; col < in_len_; col += L) {
       const In* const* rows = col < whole ? in_rows_.data() : tail_rows_.data();
       const size_t at = col < whole ? col : 0;
@@ -685,22 +684,23 @@ class Separable {
   const size_t dst_stride_;
   Next* const next_;
   int ring_rows_ = 0;
-  int pushed_ = 0;                              // input rows pushed so far
-  int done_ = 0;                                // vertical rows finished
-  int taken_ = 0;                               // of those, through the horizontal pass
-  std::vector<float> ring_;                     // finished vertical rows
-  std::vector<float> vsums_;                    // vertical running sums between pushes
-  std::vector<int> vnext_;                      // per group, the next output to finish
-  std::vector<In> tail_;                        // the pushed rows' last, partial chunk
-  std::vector<In> folded_tail_;                 // folded: the rows' last, partial vector
-  std::vector<const In*> in_rows_, tail_rows_;  // folded: one push's input rows
-  std::vector<float*> out_rows_;                // folded: and its output rows
-  std::vector<float> cols_;                     // one transposed chunk of kCols pixels
-  std::vector<float> hsums_;                    // horizontal running sums between chunks
-  std::vector<float> hout_;                     // folded: one chunk's sums, before store_col
-  std::vector<int> hnext_;                      // per group, the next output to finish
-  std::vector<Out> out_;                        // the horizontal pass's output, transposed
-  std::vector<float> rows_;                     // the block's rows for the next stage
+  int pushed_ = 0;                  // input rows pushed so far
+  int done_ = 0;                    // vertical rows finished
+  int taken_ = 0;                   // of those, through the horizontal pass
+  std::vector<float> ring_;         // finished vertical rows
+  std::vector<float> vsums_;        // vertical running sums between pushes
+  std::vector<int> vnext_;          // per group, the next output to finish
+  std::vector<In> tail_;            // the pushed rows' last, partial chunk
+  std::vector<In> folded_tail_;     // folded: the rows' last, partial vector
+  std::vector<const In*> in_rows_;  // folded: one push's input rows
+  std::vector<In*> tail_rows_;      // folded: folded_tail_'s rows
+  std::vector<float*> out_rows_;    // folded: and its output rows
+  std::vector<float> cols_;         // one transposed chunk of kCols pixels
+  std::vector<float> hsums_;        // horizontal running sums between chunks
+  std::vector<float> hout_;         // folded: one chunk's sums, before store_col
+  std::vector<int> hnext_;          // per group, the next output to finish
+  std::vector<Out> out_;            // the horizontal pass's output, transposed
+  std::vector<float> rows_;         // the block's rows for the next stage
 };
 
 // Pushes the stage's rows, from src (its first column of row 0) with `len`
