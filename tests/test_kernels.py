@@ -70,6 +70,21 @@ def test_blur_at_each_radius_around_the_image_size(rng, radius, channels):
         assert colour_diff(got, ref.gaussian_blur(img, sigma)) <= 1, (hw, rng)
 
 
+@pytest.mark.parametrize("sigma", [6.0, 7.3, 8.0, 8.4])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_wide_blur_on_even_heights(rng, sigma, channels):
+    # A wide blur's first stage is evaluated at every other row; on an even
+    # height its rows pair up around each output, and the AVX-512 engine
+    # folds them up to sigma 8 (docs/kernels.md). Heights below and above the
+    # pairs' reach, and tall enough for threads to cut the rows into bands.
+    for hw in [(2, 9), (26, 31), (52, 17), (118, 45), (390, 23)]:
+        img = rng.image(*hw, channels)
+        got = fastimg.gaussian_blur(img, sigma, backend="cpu")
+        assert colour_diff(got, ref.gaussian_blur(img, sigma)) <= 1, (hw, rng)
+        threaded = fastimg.gaussian_blur(img, sigma, backend="cpu", threads=3)
+        np.testing.assert_array_equal(threaded, got)
+
+
 @pytest.mark.parametrize("channels", [1, 3, 4])
 def test_wide_images_match_the_float64_reference(rng, channels):
     # Wide enough for the CPU engine to cut the output into strips (each with

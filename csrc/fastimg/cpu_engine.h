@@ -26,7 +26,8 @@
 // (fold). The vertical pass reads those rows from the image again, which
 // only a stage fed from a whole image in memory can; the horizontal one keeps
 // each ring row from pixel x_begin - R on, with the pixels beyond the image's
-// edges mirrored in.
+// edges mirrored in. With AVX-512, a wide blur's first stage, evaluated at
+// every other row, folds its vertical pass the same way (vertical_halved).
 //
 // Resize then touches each input byte once; a downscale does the pass that
 // shrinks rows first, on all the bytes, and the horizontal one on a fraction;
@@ -310,6 +311,53 @@ FI_ALWAYS_INLINE void fold(const float* h, int n, Load load, Store store) {
   }
 }
 
+// The most mirrored pairs per register pass of a blur evaluated at every
+// other sample (sigma up to 8): its two windows of inputs take 24 of the 32
+// AVX-512 registers. With 16 registers, passes of 4 pairs were half the
+// sweep's speed (x86-64-v3, blur sigma 8 of 12 MP: 131 ms against 66), so
+// only the AVX-512 engine folds them.
+constexpr int kPairs = 12;
+
+// Outputs 0 .. n - 1 of M mirrored pairs from two sequences, e and d, whose
+// windows both move one input per output: output o is the sum over p in
+// 0 .. M - 1 of h[p] (e(o + p) + d(o + M - 1 - p)). As in fold, both windows
+// stay in registers, the loop unrolled by M.
+template <int M, class LoadE, class LoadD, class Store>
+FI_ALWAYS_INLINE void fold_pairs(const float* h, int n, LoadE e, LoadD d, Store store) {
+  F hv[M], ex[M], dx[M];
+#pragma GCC unroll 16
+  for (int p = 0; p < M; ++p) hv[p] = splat(h[p]);
+#pragma GCC unroll 16
+  for (int i = 0; i + 1 < M; ++i) {
+    ex[i] = e(i);
+    dx[i] = d(i);
+  }
+  int o = 0;
+  const auto step = [&](auto u) FI_INLINE_LAMBDA {
+    constexpr int U = decltype(u)::value;  // e(o) and d(o) are in ex[U] and dx[U]
+    ex[(U + M - 1) % M] = e(o + M - 1);
+    dx[(U + M - 1) % M] = d(o + M - 1);
+    F sum = hv[0] * (ex[U] + dx[(U + M - 1) % M]);
+#pragma GCC unroll 16
+    for (int p = 1; p < M; ++p) sum += hv[p] * (ex[(U + p) % M] + dx[(U + M - 1 - p) % M]);
+    store(o++, sum);
+  };
+  while (o + M <= n) each(step, std::make_index_sequence<M>());
+  for (; o < n; ++o) {
+    ex[M - 1] = e(o + M - 1);
+    dx[M - 1] = d(o + M - 1);
+    F sum = hv[0] * (ex[0] + dx[M - 1]);
+#pragma GCC unroll 16
+    for (int p = 1; p < M; ++p) sum += hv[p] * (ex[p] + dx[M - 1 - p]);
+    store(o, sum);
+#pragma GCC unroll 16
+    for (int i = 0; i + 1 < M; ++i) {
+      ex[i] = ex[i + 1];
+      dx[i] = dx[i + 1];
+    }
+  }
+}
+
 // Calls f(std::integral_constant<int, slots>()), slots in 1 .. Max.
 template <int Max, int K = 1, class Fn>
 void with_slots(int slots, Fn&& f) {
@@ -335,6 +383,18 @@ class Separable {
   // Only a blur's single stage has passes to fold (passes.h), and folding is
   // compiled only where one can run.
   static constexpr bool kFolds = std::is_same_v<In, Out> && std::is_void_v<Next>;
+  // A wide blur's first stage (a chain's, from bytes) evaluates it at every
+  // other row, folded (vertical_halved).
+  static constexpr bool kHalves = L == 16 && std::is_same_v<In, uint8_t> && !std::is_void_v<Next>;
+
+  // One register pass of vertical_halved: output i adds w[p] (E(i + e + p) +
+  // D(i + d + M - 1 - p)), E(j) and D(j) the image's rows 2 j and 2 j + 1.
+  struct PairChunk {
+    int e, d;
+    float w[kPairs];
+  };
+  // The farthest E(j) or D(j) either pass reads from an output i: |j - i|.
+  static constexpr int kPairReach = kPairs + 1;
 
  public:
   // The radius of a pass this stage folds, or 0.
@@ -356,7 +416,11 @@ class Separable {
             size_t dst_stride, Next* next, bool whole)
       : hs_(sweeps.get(hp, t.x_begin, t.x_end, kHSlots)),
         vs_(sweeps.get(vp, t.y_begin, t.y_end, kVSlots)), vhalf_(vp.half.data()),
-        vradius_(whole ? fold_radius(vp) : 0), n_rows_(vp.n_in), hhalf_(hp.half.data()),
+        vradius_(whole ? fold_radius(vp) : 0),
+        vpairs_(whole && kHalves && vp.n_in == 2 * vp.n_out && vp.half.size() <= 2 * kPairs
+                    ? static_cast<int>(vp.half.size())
+                    : 0),
+        n_rows_(vp.n_in), hhalf_(hp.half.data()),
         // Folded, the ring rows start at pixel x_begin - radius, so the
         // horizontal pass's window of every output lies in one row.
         hradius_(hs_.first >= t.x_begin - fold_radius(hp) ? fold_radius(hp) : 0),
@@ -379,14 +443,25 @@ class Separable {
         most = std::max(most, q - lo + 1);
       }
     }
-    // Folded, a push finishes at most its rows and, at the last, the radius.
-    ring_rows_ = vradius_ > 0 ? R + max_rows + vradius_ : R + most * vs_.groups;
-    if (vradius_ > 0) {
-      folded_tail_.assign(static_cast<size_t>(max_rows + 3 * vradius_) * L, In{});
+    if (vpairs_ > 0) pair_chunks(vp.half);
+    // Folded, a push finishes at most its rows and, at the last, the radius;
+    // halved, half as many. (A ring larger than L2 left the halved pass no
+    // faster than the sweep: its rows left the cache before the horizontal
+    // pass read them.)
+    const int reach = vradius_ + vpairs_;
+    ring_rows_ = vpairs_ > 0 ? R + (max_rows + vpairs_ + 1) / 2 + 2
+                 : reach > 0 ? R + max_rows + reach
+                             : R + most * vs_.groups;
+    if (reach > 0) {
+      // The rows one push reads: folded, its own and the radius either side;
+      // halved, those of its outputs and each chunk's farthest pair.
+      const int rows =
+          vpairs_ > 0 ? max_rows + vpairs_ + 4 * kPairReach + 4 : max_rows + 3 * vradius_;
+      folded_tail_.assign(static_cast<size_t>(rows) * L, In{});
       for (size_t i = 0; i < folded_tail_.size(); i += L) tail_rows_.push_back(&folded_tail_[i]);
     }
     ring_.assign(ring_rows_ * row_len_, 0.0f);
-    if (vradius_ == 0) {
+    if (reach == 0) {
       vsums_.assign(static_cast<size_t>(vs_.groups) * vs_.slots * row_len_, 0.0f);
       vnext_.assign(vs_.groups, 0);
       tail_.assign(static_cast<size_t>(max_rows) * kChunk * L, In{});
@@ -412,6 +487,13 @@ class Separable {
       if (vradius_ > 0) {
         with_slots<kFoldMax>(vradius_,
                              [&](auto r) { vertical_folded<decltype(r)::value>(src, stride, n); });
+        pushed_ += n;
+        while (done_ - taken_ >= R) horizontal(R);
+        return;
+      }
+    if constexpr (kHalves)
+      if (vpairs_ > 0) {
+        vertical_halved(src, stride, n);
         pushed_ += n;
         while (done_ - taken_ >= R) horizontal(R);
         return;
@@ -520,6 +602,75 @@ class Separable {
             return x;
           },
           [&](int o, const F& sum) { storev(outs_at[o] + col, sum); });
+    }
+    done_ = y1 - vs_.out_begin;
+  }
+
+  // vertical_halved's two register passes for the pair weights h (passes.h,
+  // at most 2 kPairs). Output i's pairs, rows 2 i - m and 2 i + 1 + m, are
+  // E(i - t) and D(i + t) for m = 2 t, D(i - 1 - t) and E(i + 1 + t) for
+  // m = 2 t + 1: in either set both rows move one step per output. Each set
+  // is padded to kPairs pairs with zero weights.
+  void pair_chunks(const std::vector<float>& h) {
+    const int r = static_cast<int>(h.size());
+    const auto weight = [&](int m) { return m < r ? h[m] : 0.0f; };
+    PairChunk even{1 - kPairs, 0, {}}, odd{1, -kPairs, {}};
+    for (int p = 0; p < kPairs; ++p) {
+      even.w[p] = weight(2 * (kPairs - 1 - p));
+      odd.w[p] = weight(2 * p + 1);
+    }
+    pair_chunks_ = {even, odd};
+  }
+
+  // The vertical pass of a stage evaluated at every other row (a pass with
+  // pair weights, passes.h), folded: the outputs that the rows pushed so
+  // far complete, in pair_chunks' two register passes, the second adding to
+  // the first's sums.
+  void vertical_halved(const In* src, size_t stride, int n) {
+    const int have = vs_.first + pushed_ + n;  // rows pushed, this block included
+    const int y0 = vs_.out_begin + done_;
+    // Output i's last row is 2 i + vpairs_.
+    const int y1 = have >= vs_.end
+                       ? vs_.out_end
+                       : std::min(vs_.out_end, have > vpairs_ ? (have - 1 - vpairs_) / 2 + 1 : 0);
+    if (y1 <= y0) return;
+    const In* const image = src - static_cast<ptrdiff_t>(vs_.first + pushed_) * stride;
+    // Rows 2 (y0 - s) .. 2 (y1 + s) - 1: E(j) is in_rows_[2 (j - y0 + s)],
+    // D(j) the one after it.
+    const int s = kPairReach, outs = y1 - y0, ins = 2 * (outs + 2 * s);
+    in_rows_.resize(ins);
+    out_rows_.resize(outs);
+    for (int i = 0; i < ins; ++i)
+      in_rows_[i] = image + static_cast<ptrdiff_t>(reflect(2 * (y0 - s) + i, n_rows_)) * stride;
+    for (int o = 0; o < outs; ++o) out_rows_[o] = ring_row(done_ + o) + lead_;
+    const size_t whole = in_len_ / L * L;
+    if (whole < in_len_)  // the last, partial vector from a zero-padded copy
+      for (int i = 0; i < ins; ++i)
+        std::copy(in_rows_[i] + whole, in_rows_[i] + in_len_, tail_rows_[i]);
+    for (size_t col = 0; col < in_len_; col += L) {
+      const In* const* rows = col < whole ? in_rows_.data() : tail_rows_.data();
+      const size_t at = col < whole ? col : 0;
+      float* const* outs_at = out_rows_.data();
+      const ptrdiff_t ahead = col < whole ? static_cast<ptrdiff_t>(2 * outs) * stride : 0;
+      const auto load = [&](int i) {
+        // The same columns of the next push's rows (as in vertical_folded).
+        __builtin_prefetch(rows[i] + at + ahead, 0, 1);
+        F x = Elem<In>::load(rows[i] + at);
+        if constexpr (C == 4) x = premultiply_rgba(x, std::make_index_sequence<L>());
+        return x;
+      };
+      bool first = true;
+      for (const PairChunk& c : pair_chunks_) {
+        const int e = 2 * (c.e + s), d = 2 * (c.d + s) + 1;
+        fold_pairs<kPairs>(
+            c.w, outs, [&](int k) { return load(e + 2 * k); },
+            [&](int k) { return load(d + 2 * k); },
+            [&](int o, const F& sum) {
+              float* const out = outs_at[o] + col;
+              storev(out, first ? sum : loadv<F>(out) + sum);
+            });
+        first = false;
+      }
     }
     done_ = y1 - vs_.out_begin;
   }
@@ -672,6 +823,7 @@ class Separable {
   const Sweep &hs_, &vs_;
   const float* const vhalf_;  // the vertical pass's half kernel, when folded
   const int vradius_;         // its radius, or 0: the vertical pass is swept
+  const int vpairs_;          // its pairs, evaluated at every other row, or 0
   const int n_rows_;          // the image's rows
   const float* const hhalf_;  // the same for the horizontal pass
   const int hradius_;
@@ -684,23 +836,24 @@ class Separable {
   const size_t dst_stride_;
   Next* const next_;
   int ring_rows_ = 0;
-  int pushed_ = 0;                  // input rows pushed so far
-  int done_ = 0;                    // vertical rows finished
-  int taken_ = 0;                   // of those, through the horizontal pass
-  std::vector<float> ring_;         // finished vertical rows
-  std::vector<float> vsums_;        // vertical running sums between pushes
-  std::vector<int> vnext_;          // per group, the next output to finish
-  std::vector<In> tail_;            // the pushed rows' last, partial chunk
-  std::vector<In> folded_tail_;     // folded: the rows' last, partial vector
-  std::vector<const In*> in_rows_;  // folded: one push's input rows
-  std::vector<In*> tail_rows_;      // folded: folded_tail_'s rows
-  std::vector<float*> out_rows_;    // folded: and its output rows
-  std::vector<float> cols_;         // one transposed chunk of kCols pixels
-  std::vector<float> hsums_;        // horizontal running sums between chunks
-  std::vector<float> hout_;         // folded: one chunk's sums, before store_col
-  std::vector<int> hnext_;          // per group, the next output to finish
-  std::vector<Out> out_;            // the horizontal pass's output, transposed
-  std::vector<float> rows_;         // the block's rows for the next stage
+  int pushed_ = 0;                      // input rows pushed so far
+  int done_ = 0;                        // vertical rows finished
+  int taken_ = 0;                       // of those, through the horizontal pass
+  std::vector<float> ring_;             // finished vertical rows
+  std::vector<float> vsums_;            // vertical running sums between pushes
+  std::vector<int> vnext_;              // per group, the next output to finish
+  std::vector<In> tail_;                // the pushed rows' last, partial chunk
+  std::vector<In> folded_tail_;         // folded: the rows' last, partial vector
+  std::vector<const In*> in_rows_;      // folded: one push's input rows
+  std::vector<In*> tail_rows_;          // folded: folded_tail_'s rows
+  std::vector<float*> out_rows_;        // folded: and its output rows
+  std::vector<float> cols_;             // one transposed chunk of kCols pixels
+  std::vector<float> hsums_;            // horizontal running sums between chunks
+  std::vector<float> hout_;             // folded: one chunk's sums, before store_col
+  std::vector<int> hnext_;              // per group, the next output to finish
+  std::vector<PairChunk> pair_chunks_;  // halved: vertical_halved's register passes
+  std::vector<Out> out_;                // the horizontal pass's output, transposed
+  std::vector<float> rows_;             // the block's rows for the next stage
 };
 
 // Pushes the stage's rows, from src (its first column of row 0) with `len`

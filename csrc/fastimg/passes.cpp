@@ -133,6 +133,11 @@ Pass gaussian_pass(int n_in, int n_out, double sigma) {
     double sum = kernel(0.0);
     for (int k = 1; k <= radius; ++k) sum += 2.0 * kernel(k);
     for (int k = 0; k <= radius; ++k) p.half.push_back(static_cast<float>(kernel(k) / sum));
+  } else if (n_in == 2 * n_out) {
+    // Centres at 2 i + 1/2: the inputs within the radius pair up around them.
+    double sum = 0.0;
+    for (int m = 0; m < radius; ++m) sum += 2.0 * kernel(m + 0.5);
+    for (int m = 0; m < radius; ++m) p.half.push_back(static_cast<float>(kernel(m + 0.5) / sum));
   }
   return p;
 }

@@ -20,7 +20,10 @@ struct Pass {
   // A blur at full size (n_out == n_in) also as its kernel's half from the
   // centre out, h[0] .. h[radius], for engines that fold mirrored taps:
   // output i = h[0] x[i] + sum_k h[k] (x[i - k] + x[i + k]), the input
-  // mirror-reflected at the edges as in gaussian_pass. Empty otherwise.
+  // mirror-reflected at the edges as in gaussian_pass. One evaluated at
+  // every other sample (n_in == 2 n_out), whose centres lie between two
+  // inputs, as the weights of its mirrored pairs from the centre out:
+  // output i = sum_m h[m] (x[2 i - m] + x[2 i + 1 + m]). Empty otherwise.
   std::vector<float> half;
 
   PassView view() const { return {n_in, n_out, taps, start.data(), weights.data()}; }
