@@ -565,6 +565,23 @@ class Separable {
         });
   }
 
+  // For a folded vertical pass: in_rows_ gets the image's rows from `first`
+  // on (mirror-reflected), `ins` of them, and out_rows_ the ring rows of the
+  // next `outs` outputs. Returns the elements per row in whole vectors; the
+  // rest of each input row goes to a zero-padded copy (tail_rows_).
+  size_t gather_rows(const In* image, size_t stride, int first, int ins, int outs) {
+    in_rows_.resize(ins);
+    out_rows_.resize(outs);
+    for (int i = 0; i < ins; ++i)
+      in_rows_[i] = image + static_cast<ptrdiff_t>(reflect(first + i, n_rows_)) * stride;
+    for (int o = 0; o < outs; ++o) out_rows_[o] = ring_row(done_ + o) + lead_;
+    const size_t whole = in_len_ / L * L;
+    if (whole < in_len_)
+      for (int i = 0; i < ins; ++i)
+        std::copy(in_rows_[i] + whole, in_rows_[i] + in_len_, tail_rows_[i]);
+    return whole;
+  }
+
   // The vertical pass folded (fold): the outputs that the rows pushed so far
   // complete, each from its 2 Rad + 1 rows of the image, mirror-reflected at
   // its edges.
@@ -575,16 +592,8 @@ class Separable {
     const int y1 = have >= vs_.end ? vs_.out_end : std::min(vs_.out_end, have - Rad);
     if (y1 <= y0) return;
     const In* const image = src - static_cast<ptrdiff_t>(vs_.first + pushed_) * stride;
-    const int outs = y1 - y0, ins = outs + 2 * Rad;
-    in_rows_.resize(ins);
-    out_rows_.resize(outs);
-    for (int i = 0; i < ins; ++i)
-      in_rows_[i] = image + static_cast<ptrdiff_t>(reflect(y0 - Rad + i, n_rows_)) * stride;
-    for (int o = 0; o < outs; ++o) out_rows_[o] = ring_row(done_ + o) + lead_;
-    const size_t whole = in_len_ / L * L;
-    if (whole < in_len_)  // the last, partial vector from a zero-padded copy
-      for (int i = 0; i < ins; ++i)
-        std::copy(in_rows_[i] + whole, in_rows_[i] + in_len_, tail_rows_[i]);
+    const int outs = y1 - y0;
+    const size_t whole = gather_rows(image, stride, y0 - Rad, outs + 2 * Rad, outs);
     for (size_t col = 0; col < in_len_; col += L) {
       const In* const* rows = col < whole ? in_rows_.data() : tail_rows_.data();
       const size_t at = col < whole ? col : 0;
@@ -637,16 +646,8 @@ class Separable {
     const In* const image = src - static_cast<ptrdiff_t>(vs_.first + pushed_) * stride;
     // Rows 2 (y0 - s) .. 2 (y1 + s) - 1: E(j) is in_rows_[2 (j - y0 + s)],
     // D(j) the one after it.
-    const int s = kPairReach, outs = y1 - y0, ins = 2 * (outs + 2 * s);
-    in_rows_.resize(ins);
-    out_rows_.resize(outs);
-    for (int i = 0; i < ins; ++i)
-      in_rows_[i] = image + static_cast<ptrdiff_t>(reflect(2 * (y0 - s) + i, n_rows_)) * stride;
-    for (int o = 0; o < outs; ++o) out_rows_[o] = ring_row(done_ + o) + lead_;
-    const size_t whole = in_len_ / L * L;
-    if (whole < in_len_)  // the last, partial vector from a zero-padded copy
-      for (int i = 0; i < ins; ++i)
-        std::copy(in_rows_[i] + whole, in_rows_[i] + in_len_, tail_rows_[i]);
+    const int s = kPairReach, outs = y1 - y0;
+    const size_t whole = gather_rows(image, stride, 2 * (y0 - s), 2 * (outs + 2 * s), outs);
     for (size_t col = 0; col < in_len_; col += L) {
       const In* const* rows = col < whole ? in_rows_.data() : tail_rows_.data();
       const size_t at = col < whole ? col : 0;
