@@ -388,7 +388,7 @@ class Separable {
   static constexpr bool kHalves = L == 16 && std::is_same_v<In, uint8_t> && !std::is_void_v<Next>;
 
   // One register pass of vertical_halved: output i adds w[p] (E(i + e + p) +
-  // D(i + d + M - 1 - p)), E(j) and D(j) the image's rows 2 j and 2 j + 1.
+  // D(i + d + kPairs - 1 - p)), E(j) and D(j) the image's rows 2 j and 2 j + 1.
   struct PairChunk {
     int e, d;
     float w[kPairs];
@@ -400,7 +400,7 @@ class Separable {
   // The radius of a pass this stage folds, or 0.
   static int fold_radius(const Pass& p) {
     const int r = static_cast<int>(p.half.size()) - 1;
-    return kFolds && r >= 1 && r <= kFoldMax && p.n_in > r ? r : 0;
+    return kFolds && p.n_out == p.n_in && r >= 1 && r <= kFoldMax && p.n_in > r ? r : 0;
   }
 
   // The most rows one push into the next stage of a chain brings.
